@@ -1,0 +1,92 @@
+"""The common shape of every re-ID data set: train / query / gallery lists of image records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ImageRecord(NamedTuple):
+    """One image: its file path, identity label and camera index (both 0-based ints)."""
+
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class ReIDDataset:
+    """A data set ready for training and evaluation.
+
+    Training pids are relabelled 0..num_train_pids-1; query and gallery keep the original ids so
+    that distractors (pid 0) stay non-matching. ``split``/``num_splits`` describe data sets with
+    several evaluation splits (VIPeR, CUHK01, ...); single-split data sets have ``num_splits == 1``.
+    """
+
+    name: str
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    split: int = 0
+    num_splits: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({r.camid for r in self.train})
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Identity, image and camera counts per subset (what `reidkit datasets stats` prints)."""
+        return {
+            name: {
+                "ids": len({r.pid for r in records}),
+                "images": len(records),
+                "cams": len({r.camid for r in records}),
+            }
+            for name, records in (("train", self.train), ("query", self.query),
+                                  ("gallery", self.gallery))
+        }
+
+    def carve_validation(
+        self, num_pids: int, seed: int = 0
+    ) -> tuple[ReIDDataset, list[ImageRecord], list[ImageRecord]]:
+        """Hold out ``num_pids`` training identities as a validation query/gallery split.
+
+        Model selection uses this split, never the test set. Per held-out identity one image per
+        camera goes to the validation query and the rest to its gallery. Returns the reduced
+        training set (pids relabelled 0..N-1 again) and the validation query and gallery.
+        """
+        pids = sorted({r.pid for r in self.train})
+        if not 0 < num_pids < len(pids):
+            raise ValueError(
+                f"cannot hold out {num_pids} of {len(pids)} training identities for validation"
+            )
+        held = set(np.random.default_rng(seed).choice(pids, size=num_pids, replace=False).tolist())
+        kept = [r for r in self.train if r.pid not in held]
+        val_query: list[ImageRecord] = []
+        val_gallery: list[ImageRecord] = []
+        seen: set[tuple[int, int]] = set()
+        for r in self.train:
+            if r.pid not in held:
+                continue
+            if (r.pid, r.camid) in seen:
+                val_gallery.append(r)
+            else:
+                seen.add((r.pid, r.camid))
+                val_query.append(r)
+        reduced = ReIDDataset(self.name, relabel(kept), self.query, self.gallery,
+                              self.split, self.num_splits, list(self.notes))
+        return reduced, val_query, val_gallery
+
+
+def relabel(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """Map the pids of ``records`` to 0..N-1 in sorted order of the original ids."""
+    mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return [ImageRecord(r.path, mapping[r.pid], r.camid) for r in records]

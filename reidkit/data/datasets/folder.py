@@ -1,0 +1,177 @@
+"""A user's own data: a folder per identity, or Market-style file names.
+
+Subsets are found by folder name: ``train/`` (or ``bounding_box_train/``), ``query/`` and
+``gallery/`` (or ``bounding_box_test/``). A root with none of them is one subset by itself,
+the gallery by default (a folder to search in) or the training set.
+
+Inside a subset, either every identity has its own folder (``gallery/alice/001.jpg``; numeric
+folder names are the pids, other names are numbered in sorted order across the data set) or the
+images lie flat with the pid leading the name (``0002_c1s1_000451_03.jpg``, ``17_anything.png``).
+Pid -1 is junk and dropped. Images without an identity are skipped, except in a gallery without a
+query, where they are kept with pid -1 (search needs no labels). Query and gallery must use the
+same identity scheme.
+
+Cameras come from a ``_c<number>`` in the file name. When some query or gallery image has none,
+every query and gallery image counts as a camera of its own (so no true match is ever removed as
+a same-camera match) and a note says so; training images without one get camid 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
+from reidkit.data.datasets import register
+from reidkit.data.datasets._common import IMAGE_SUFFIXES, join, layout_error, stray_note
+
+SUBSET_FOLDERS = {
+    "train": ("train", "bounding_box_train"),
+    "query": ("query",),
+    "gallery": ("gallery", "bounding_box_test"),
+}
+_PID = re.compile(r"(-?\d+)_")
+_CAM = re.compile(r"_c(\d+)")
+_INT = re.compile(r"-?\d+")
+_LAYOUT = (
+    "{root}/ holding train/, query/ and gallery/ (or any of them, or just images), each with a "
+    "folder per identity (gallery/0001/a.jpg) or images named like 0002_c1s1_000451_03.jpg "
+    "(pid first, optional _c<camera>)"
+)
+_SOURCE = "your own images (this loader reads any folder laid out as above)"
+
+
+class _Item(NamedTuple):
+    path: str
+    identity: str | None  # folder name or leading number of the file name
+    camera: int | None
+
+
+def _camera(name: str) -> int | None:
+    m = _CAM.search(name)
+    return int(m.group(1)) if m else None
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _scan_subset(folder: Path) -> tuple[list[_Item], list[str]]:
+    """Images of one subset folder, in name order, and the names of files that are not images."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    items: list[_Item] = []
+    strays: list[str] = []
+    if any(e.is_dir() for e in entries):
+        for entry in entries:
+            if not entry.is_dir():
+                strays.append(entry.name)
+                continue
+            with os.scandir(entry.path) as it:
+                for f in sorted(it, key=lambda e: e.name):
+                    if _is_image(f.name) and not f.is_dir():
+                        items.append(_Item(join(folder / entry.name, f.name), entry.name,
+                                           _camera(f.name)))
+                    else:
+                        strays.append(f"{entry.name}/{f.name}")
+    else:
+        for entry in entries:
+            if not _is_image(entry.name):
+                strays.append(entry.name)
+                continue
+            m = _PID.match(entry.name)
+            items.append(_Item(join(folder, entry.name), m.group(1) if m else None,
+                               _camera(entry.name)))
+    return items, strays
+
+
+@register("folder")
+def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
+    """Load a user's folder; ``subset`` is the role of ``root`` when it has no subset folders."""
+    if not root.is_dir():
+        raise layout_error("folder", root, "folder not found", _LAYOUT.format(root=root), _SOURCE)
+    folders = {
+        role: next((root / n for n in names if (root / n).is_dir()), None)
+        for role, names in SUBSET_FOLDERS.items()
+    }
+    if not any(folders.values()):
+        if subset not in ("gallery", "train"):
+            raise ValueError(f"folder: subset must be 'gallery' or 'train', got {subset!r}")
+        folders[subset] = root
+    if folders["query"] is not None and folders["gallery"] is None:
+        raise layout_error("folder", root, "query/ found without gallery/ (or bounding_box_test/)",
+                           _LAYOUT.format(root=root), _SOURCE)
+
+    notes: list[str] = []
+    scanned: dict[str, list[_Item]] = {}
+    for role, folder in folders.items():
+        if folder is None:
+            scanned[role] = []
+            continue
+        scanned[role], strays = _scan_subset(folder)
+        notes += stray_note(strays, f"{role} folder {folder}", "an image (.jpg, .png, ...)")
+
+    identities = {it.identity for items in scanned.values() for it in items if it.identity}
+    numeric = all(_INT.fullmatch(name) for name in identities)
+    order = {name: i for i, name in enumerate(sorted(identities))}
+    search_only = folders["query"] is None
+
+    kept: dict[str, list[_Item]] = {}
+    pids: dict[str, list[int]] = {}
+    for role, items in scanned.items():
+        kept[role], pids[role] = [], []
+        junk = unlabeled = 0
+        for it in items:
+            if it.identity is None:
+                if not (role == "gallery" and search_only):
+                    unlabeled += 1
+                    continue
+                pid = -1
+            else:
+                pid = int(it.identity) if numeric else order[it.identity]
+                if pid == -1:
+                    junk += 1
+                    continue
+            kept[role].append(it)
+            pids[role].append(pid)
+        if junk:
+            notes.append(f"dropped {junk} junk image(s) (pid -1) from the {role} set")
+        if unlabeled:
+            notes.append(f"skipped {unlabeled} {role} image(s) whose name carries no identity")
+    if not any(kept.values()):
+        raise layout_error("folder", root, "no usable images found", _LAYOUT.format(root=root),
+                           _SOURCE)
+    if search_only and -1 in pids["gallery"]:
+        notes.append(f"{pids['gallery'].count(-1)} gallery image(s) carry no identity (pid -1): "
+                     "fine for search, excluded by evaluation")
+
+    cameras = [it.camera for items in kept.values() for it in items if it.camera is not None]
+    offset = 1 if cameras and min(cameras) >= 1 else 0  # _c1 is the first camera, as in Market
+    test_items = kept["gallery"] + kept["query"]
+    with_cams = all(it.camera is not None for it in test_items)
+    if not with_cams:
+        notes.append("query/gallery file names carry no camera id (like _c3): every query and "
+                     "gallery image counts as its own camera")
+
+    def records(role: str, first_unique: int) -> list[ImageRecord]:
+        out = []
+        for i, (it, pid) in enumerate(zip(kept[role], pids[role], strict=True)):
+            if role != "train" and not with_cams:
+                camid = first_unique + i
+            elif it.camera is None:  # a training image without a camera
+                camid = 0
+            else:
+                camid = it.camera - offset
+            out.append(ImageRecord(it.path, pid, camid))
+        return out
+
+    gallery = records("gallery", 0)
+    return ReIDDataset(
+        root.resolve().name,
+        relabel(records("train", 0)),
+        records("query", len(gallery)),
+        gallery,
+        notes=notes,
+    )

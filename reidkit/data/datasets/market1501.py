@@ -1,0 +1,92 @@
+"""Market-1501 (Zheng et al., ICCV 2015) and the shared parser of Market-style folders.
+
+Layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/`` with names such as
+``0002_c1s1_000451_03.jpg`` (pid, camera, sequence, frame, box). Pid -1 marks junk boxes (dropped);
+pid 0 marks distractors, kept in the gallery where they never match a query.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
+from reidkit.data.datasets import register
+from reidkit.data.datasets._common import find_base, join, layout_error, scan, stray_note
+
+SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
+
+_MARKET = re.compile(r"(-?\d+)_c(\d+)s\d+_\d+_\d+\.(?:jpg|jpeg|png)", re.IGNORECASE)
+
+
+def parse_market_style(
+    dataset: str,
+    root: Path,
+    *,
+    pattern: re.Pattern[str],
+    sample: str,
+    parents: tuple[str, ...],
+    source: str,
+) -> ReIDDataset:
+    """Parse the three Market-style folders under ``root`` (or under ``root/<parent>``).
+
+    ``pattern`` must capture the pid (group 1) and the 1-based camera (group 2) of a file name.
+    Junk (pid -1) is dropped everywhere; distractors (pid 0) are kept in the gallery only.
+    """
+    base = find_base(root, SUBSETS, parents)
+    if base is None:
+        missing = [s + "/" for s in SUBSETS if not (root / s).is_dir()]
+        layout = (
+            f"{root}/ (or {root}/{parents[0]}/) holding {', '.join(s + '/' for s in SUBSETS)} "
+            f"with images named like {sample}"
+        )
+        problem = (
+            "folder not found" if not root.is_dir() else f"missing {', '.join(missing)}"
+        )
+        raise layout_error(dataset, root, problem, layout, source)
+
+    notes: list[str] = []
+    subsets: dict[str, list[ImageRecord]] = {}
+    for subset in SUBSETS:
+        folder = base / subset
+        matched, strays = scan(folder, pattern)
+        records: list[ImageRecord] = []
+        junk = distractors = 0
+        for name, m in matched:
+            pid = int(m.group(1))
+            if pid == -1:
+                junk += 1
+            elif pid == 0 and subset != "bounding_box_test":
+                distractors += 1
+            else:
+                records.append(ImageRecord(join(folder, name), pid, int(m.group(2)) - 1))
+        notes += stray_note(strays, f"{subset}/", sample)
+        if junk:
+            notes.append(f"dropped {junk} junk image(s) (pid -1) from {subset}/")
+        if distractors:
+            notes.append(f"dropped {distractors} distractor image(s) (pid 0) from {subset}/")
+        subsets[subset] = records
+    return ReIDDataset(
+        dataset,
+        relabel(subsets["bounding_box_train"]),
+        subsets["query"],
+        subsets["bounding_box_test"],
+        notes=notes,
+    )
+
+
+@register("market1501")
+def load_market1501(root: Path) -> ReIDDataset:
+    """Market-1501: 751 ids / 12,936 train images, 3,368 queries, 15,913 gallery, 6 cameras.
+
+    ``root`` is the unpacked folder or its parent holding ``Market-1501-v15.09.15/``.
+    """
+    return parse_market_style(
+        "market1501",
+        root,
+        pattern=_MARKET,
+        sample="0002_c1s1_000451_03.jpg",
+        parents=("Market-1501-v15.09.15", "Market-1501", "market1501"),
+        source="the Market-1501 project page of Liang Zheng et al. (ICCV 2015, "
+        "'Scalable Person Re-identification: A Benchmark'); unpack Market-1501-v15.09.15.zip",
+    )

@@ -1,0 +1,39 @@
+"""Reading image files: RGB PIL images, or an :class:`ImageReadError` that names file and reason."""
+
+from __future__ import annotations
+
+import os
+
+from PIL import Image
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable, corrupt or truncated."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str]]:
+        # DataLoader workers pickle exceptions; rebuild from (path, reason), not the message.
+        return type(self), (self.path, self.reason)
+
+
+def read_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode the whole image at ``path`` and return it in RGB.
+
+    Decoding happens here, not lazily, so truncated or corrupt files fail at this call.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a directory, not an image file") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file, or in a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(path, f"{exc or type(exc).__name__}") from exc

@@ -1,0 +1,58 @@
+"""Model registry: ``build_model(name, num_classes=None, **opts)`` builds any reidkit model."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from torch import nn
+
+from reidkit.models.backbones import ARCHITECTURES, ResNetBackbone
+from reidkit.models.base import ReIDModel, TrainOutput
+from reidkit.models.baseline import GlobalBaseline
+from reidkit.models.pyramid import Pyramid, stripes
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "pyramid": Pyramid,
+    "stripes": stripes,
+    "baseline": GlobalBaseline,
+}
+
+__all__ = [
+    "ARCHITECTURES",
+    "MODELS",
+    "GlobalBaseline",
+    "Pyramid",
+    "ReIDModel",
+    "ResNetBackbone",
+    "TrainOutput",
+    "build_model",
+    "list_models",
+]
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int | None = None, **opts) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` training identities with constructor options ``opts``.
+
+    ``build_model(**model.config)`` rebuilds a model's architecture (e.g. from a checkpoint).
+    """
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    ctor = MODELS[key]
+    params = inspect.signature(ctor).parameters
+    unknown = sorted(set(opts) - set(params))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(p for p in params if p != 'num_classes')}"
+        )
+    if "num_classes" in params:
+        return ctor(num_classes=num_classes, **opts)
+    if num_classes is not None:
+        raise ValueError(f"model {name!r} takes no num_classes")
+    return ctor(**opts)

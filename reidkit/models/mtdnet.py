@@ -1,0 +1,483 @@
+"""MTDnet: "A Multi-Task Deep Network for Person Re-Identification" (Chen et al., AAAI 2017).
+
+One trunk (CaffeNet conv1-conv2) is shared by every input image. Two tasks sit on it:
+
+* ranking: ``fc(flattened conv2 map) -> 512``, L2-normalised, trained with a triplet loss on
+  squared distances (:func:`reidkit.losses.ranking.squared_triplet_loss`);
+* verification: the conv2 maps of two images concatenated on channels -> conv3 -> conv4 -> conv5
+  -> pool5 -> fc6 -> fc7 -> fc8 (2-way softmax: different / same), trained with
+  :func:`reidkit.losses.verification.verification_loss` on the positive and negative pairs of the
+  same triplets.
+
+The cross-domain architecture (:class:`CrossDomainMTDNet`) adds a contrastive loss between the
+pre-ReLU fc7 of target pairs and of source pairs run through a frozen source-trained network.
+
+Input convention. The authors' Caffe release feeds BGR images in 0-255 without mean subtraction.
+With ``caffe_input=True`` (the default for the CaffeNet trunk) the model takes RGB images in
+[0, 1] -- ``ToTensor()`` without ``Normalize`` -- and converts them to that convention itself, so
+converted BVLC weights see what they were trained on. With ``caffe_input=False`` (the default for
+the ResNet trunks) images are used as given: normalise them with the ImageNet mean and std as
+torchvision's ResNet weights expect.
+
+Variants (``variant=``), the paper's ablations:
+
+* ``"mtd"`` -- both tasks; the gallery is ranked by verification scores of image pairs
+  (:mod:`reidkit.retrieval.pair_ranking`), the paper's MTDnet.
+* ``"trp"`` -- both tasks; the gallery is ranked by distances between ranking embeddings (MTDtrp).
+* ``"cls"`` -- the verification network alone (triplet weight 0): no ranking head.
+* ``"rnk"`` -- the ranking network alone: no verification head.
+
+``forward(images)`` returns the 512-d L2-normalised ranking embedding in train and eval mode, so
+the common feature extraction and evaluation work unchanged for ``trp``/``rnk`` (and give MTDtrp
+numbers for an ``mtd`` model). Training steps use :meth:`MTDNet.forward_triplets` with
+:class:`MTDNetLoss`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import resnet18, resnet50
+
+from reidkit.losses.contrastive import cross_domain_contrastive_loss
+from reidkit.losses.ranking import squared_triplet_loss
+from reidkit.losses.verification import verification_loss
+
+TRUNKS = ("caffenet", "resnet18", "resnet50")
+VARIANTS = ("mtd", "trp", "cls", "rnk")
+MAP_CHANNELS = 256  # channels of the shared maps (CaffeNet conv2; ResNet trunks project to it)
+
+
+class CaffeNetTrunk(nn.Module):
+    """CaffeNet conv1-conv2: 227x227x3 -> 13x13x256.
+
+    conv1 96 11x11/4, ReLU, max-pool 3/2, LRN(5, 1e-4, 0.75); conv2 256 5x5 pad 2 group 2, ReLU,
+    max-pool 3/2, LRN. Pooling rounds up like Caffe's (identical sizes for 227x227 input).
+    """
+
+    out_channels = MAP_CHANNELS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 96, kernel_size=11, stride=4)
+        self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        self.norm1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+        self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2)
+        self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        self.norm2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm1(self.pool1(F.relu(self.conv1(x))))
+        return self.norm2(self.pool2(F.relu(self.conv2(x))))
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet stem and layer1-layer3, then a 1x1 conv + BN + ReLU to 256 channels.
+
+    layer3 ends at stride 16, the stride of CaffeNet's conv2 (227x227 -> 15x15 here, 13x13
+    there), so the verification head sees maps of the same scale. The projection ("neck") keeps
+    the ranking fc near CaffeNet's size (15*15*256 = 57,600 inputs instead of 230,400 for
+    ResNet-50's 1,024 channels) and lets the verification head be CaffeNet's unchanged.
+    Parameter names below the neck are torchvision's, so its ImageNet weights load directly.
+    """
+
+    out_channels = MAP_CHANNELS
+
+    def __init__(self, depth: str) -> None:
+        super().__init__()
+        net = {"resnet18": resnet18, "resnet50": resnet50}[depth](weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        layer3_channels = net.layer3[-1].conv1.in_channels * (4 if depth == "resnet50" else 1)
+        self.neck = nn.Sequential(
+            nn.Conv2d(layer3_channels, MAP_CHANNELS, kernel_size=1, bias=False),
+            nn.BatchNorm2d(MAP_CHANNELS),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.neck(self.layer3(self.layer2(self.layer1(x))))
+
+
+class VerificationHead(nn.Module):
+    """CaffeNet conv3-fc8 over the channel-concatenated maps of two images.
+
+    conv3 384 3x3 pad 1, ReLU; conv4 384 3x3 pad 1 group 2, ReLU; conv5 256 3x3 pad 1 group 2,
+    ReLU; max-pool 3/2; fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2.
+    """
+
+    def __init__(self, map_channels: int, map_hw: tuple[int, int], dropout: float) -> None:
+        super().__init__()
+        self.map_channels = map_channels
+        self.conv3 = nn.Conv2d(2 * map_channels, 384, kernel_size=3, padding=1)
+        self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2)
+        self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        pooled = [math.ceil((s - 3) / 2) + 1 for s in map_hw]
+        self.fc6 = nn.Linear(256 * pooled[0] * pooled[1], 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, 2)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, maps_a: Tensor, maps_b: Tensor, return_fc7: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (N, 2) for pairs (a_i, b_i); with ``return_fc7`` also the pre-ReLU fc7 (N, 4096)."""
+        return self.from_conv3(self.conv3(torch.cat([maps_a, maps_b], dim=1)), return_fc7)
+
+    def conv3_parts(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """conv3's response to ``maps`` placed first and placed second in a pair, without bias.
+
+        conv3 is linear in its input, so ``conv3(cat(a, b)) = first(a) + second(b) + bias``:
+        gallery ranking computes each image's parts once instead of once per pair.
+        """
+        c = self.map_channels
+        w = self.conv3.weight
+        return (F.conv2d(maps, w[:, :c], padding=1), F.conv2d(maps, w[:, c:], padding=1))
+
+    def from_conv3_parts(self, first: Tensor, second: Tensor) -> Tensor:
+        """Logits for pairs whose :meth:`conv3_parts` are given (broadcasting over leading dims)."""
+        pre = first + second + self.conv3.bias[:, None, None]
+        return self.from_conv3(pre.flatten(0, -4))
+
+    def from_conv3(self, pre: Tensor, return_fc7: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        x = F.relu(self.conv5(F.relu(self.conv4(F.relu(pre)))))
+        x = self.dropout(F.relu(self.fc6(self.pool5(x).flatten(1))))
+        fc7 = self.fc7(x)
+        logits = self.fc8(self.dropout(F.relu(fc7)))
+        return (logits, fc7) if return_fc7 else logits
+
+
+@dataclass
+class TripletOutputs:
+    """What one MTDnet training step computes on N triplets (fields absent for a variant: None).
+
+    ``anchor``/``positive``/``negative``: (N, rank_dim) ranking embeddings; ``pos_logits`` /
+    ``neg_logits``: (N, 2) verification logits of pairs (a_i, p_i) and (a_i, n_i); ``pos_fc7`` /
+    ``neg_fc7``: their pre-ReLU fc7 (N, 4096).
+    """
+
+    anchor: Tensor | None
+    positive: Tensor | None
+    negative: Tensor | None
+    pos_logits: Tensor | None
+    neg_logits: Tensor | None
+    pos_fc7: Tensor | None
+    neg_fc7: Tensor | None
+
+
+class MTDNet(nn.Module):
+    """MTDnet with a CaffeNet (paper) or ResNet-18/50 (conv1-layer3) trunk; see the module doc."""
+
+    def __init__(
+        self,
+        trunk: str = "caffenet",
+        rank_dim: int = 512,
+        dropout: float = 0.5,
+        input_size: Sequence[int] = (227, 227),
+        variant: str = "mtd",
+        caffe_input: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if trunk not in TRUNKS:
+            raise ValueError(f"unknown MTDnet trunk {trunk!r}; choose one of {', '.join(TRUNKS)}")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown MTDnet variant {variant!r}; choose one of "
+                             f"{', '.join(VARIANTS)}")
+        if len(input_size) != 2 or min(input_size) < 67:
+            raise ValueError(f"input_size must be (height, width) of at least 67 pixels each, "
+                             f"got {tuple(input_size)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if caffe_input is None:
+            caffe_input = trunk == "caffenet"
+        height, width = int(input_size[0]), int(input_size[1])
+        self.config: dict[str, Any] = {
+            "name": "mtdnet", "trunk": trunk, "rank_dim": rank_dim, "dropout": dropout,
+            "input_size": [height, width], "variant": variant, "caffe_input": caffe_input,
+        }
+        self.variant = variant
+        self.caffe_input = caffe_input
+        self.trunk = CaffeNetTrunk() if trunk == "caffenet" else ResNetTrunk(trunk)
+        self.trunk.eval()  # the shape probe must not touch BatchNorm statistics
+        with torch.no_grad():
+            self.map_shape: tuple[int, int, int] = tuple(
+                self.trunk(torch.zeros(1, 3, height, width)).shape[1:])
+        self.trunk.train()
+        self.rank_fc: nn.Linear | None = (
+            None if variant == "cls" else nn.Linear(math.prod(self.map_shape), rank_dim))
+        self.verifier: VerificationHead | None = (
+            None if variant == "rnk"
+            else VerificationHead(self.map_shape[0], self.map_shape[1:], dropout))
+
+    @property
+    def ranks_by(self) -> str:
+        """How this variant ranks a gallery at test time: ``"pairs"`` or ``"embedding"``."""
+        return "pairs" if self.variant in ("mtd", "cls") else "embedding"
+
+    def trunk_features(self, images: Tensor) -> Tensor:
+        """Shared maps (N, 256, h, w) of images (N, 3, H, W); 13x13 for 227x227 CaffeNet input."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if self.caffe_input:
+            images = images[:, [2, 1, 0]] * 255.0  # RGB in [0, 1] -> Caffe's BGR in [0, 255]
+        return self.trunk(images)
+
+    def rank_embedding(self, maps: Tensor) -> Tensor:
+        """The L2-normalised ranking embedding (N, rank_dim) of trunk maps."""
+        if self.rank_fc is None:
+            raise ValueError("the 'cls' MTDnet variant has no ranking head; rank its gallery by "
+                             "pair scores (reidkit.retrieval.pair_ranking)")
+        if tuple(maps.shape[1:]) != self.map_shape:
+            raise ValueError(
+                f"trunk maps of shape {tuple(maps.shape[1:])} do not fit this model, built for "
+                f"{self.map_shape} (input_size={self.config['input_size']}); resize the images "
+                "or build the model with the input_size you use")
+        return F.normalize(self.rank_fc(maps.flatten(1)), dim=1)
+
+    def verify_logits(
+        self, maps_a: Tensor, maps_b: Tensor, return_fc7: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Verification logits (N, 2) (index 1 = same person) for map pairs (a_i, b_i).
+
+        With ``return_fc7`` also the pre-ReLU fc7 activations (N, 4096) used by the cross-domain
+        contrastive loss.
+        """
+        if self.verifier is None:
+            raise ValueError("the 'rnk' MTDnet variant has no verification head; rank its gallery "
+                             "by embedding distances")
+        return self.verifier(maps_a, maps_b, return_fc7=return_fc7)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The L2-normalised ranking embedding (N, rank_dim) of ``images``."""
+        return self.rank_embedding(self.trunk_features(images))
+
+    def forward_triplets(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> TripletOutputs:
+        """Embeddings and pair verification outputs for N triplets, one trunk pass for all 3N."""
+        n = anchor.shape[0]
+        if not anchor.shape == positive.shape == negative.shape:
+            raise ValueError("anchor, positive and negative batches must have one shape, got "
+                             f"{tuple(anchor.shape)}, {tuple(positive.shape)}, "
+                             f"{tuple(negative.shape)}")
+        maps = self.trunk_features(torch.cat([anchor, positive, negative]))
+        emb: Sequence[Tensor | None] = (
+            (None, None, None) if self.rank_fc is None else self.rank_embedding(maps).split(n))
+        pos_logits = neg_logits = pos_fc7 = neg_fc7 = None
+        if self.verifier is not None:
+            ma, mp, mn = maps.split(n)
+            logits, fc7 = self.verifier(torch.cat([ma, ma]), torch.cat([mp, mn]), return_fc7=True)
+            pos_logits, neg_logits = logits.split(n)
+            pos_fc7, neg_fc7 = fc7.split(n)
+        return TripletOutputs(emb[0], emb[1], emb[2], pos_logits, neg_logits, pos_fc7, neg_fc7)
+
+
+class MTDNetLoss(nn.Module):
+    """MTDnet's objective: ``triplet_weight * triplet + verification_weight * verification``.
+
+    The verification loss sees the positive pairs (a_i, p_i) labelled same and the negative pairs
+    (a_i, n_i) labelled different. A term whose head the variant lacks is left out (``cls``: no
+    triplet term; ``rnk``: no verification term); a weight of 0 also leaves its term out.
+    Returns a dict with the terms computed and ``"total"``.
+    """
+
+    def __init__(self, triplet_weight: float = 1.0, verification_weight: float = 1.0,
+                 margin: float = 1.0) -> None:
+        super().__init__()
+        self.triplet_weight = triplet_weight
+        self.verification_weight = verification_weight
+        self.margin = margin
+
+    def forward(self, outputs: TripletOutputs) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        if self.triplet_weight and outputs.anchor is not None:
+            terms["triplet"] = squared_triplet_loss(
+                outputs.anchor, outputs.positive, outputs.negative, margin=self.margin)
+            total = self.triplet_weight * terms["triplet"]
+        if self.verification_weight and outputs.pos_logits is not None:
+            logits = torch.cat([outputs.pos_logits, outputs.neg_logits])
+            n = outputs.pos_logits.shape[0]
+            same = torch.cat([logits.new_ones(n), logits.new_zeros(n)])
+            terms["verification"] = verification_loss(logits, same)
+            weighted = self.verification_weight * terms["verification"]
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise ValueError("MTDNetLoss has no term to compute: every weighted term's head is "
+                             "missing from this variant or has weight 0")
+        terms["total"] = total
+        return terms
+
+
+@dataclass
+class CrossDomainOutputs:
+    """A cross-domain step: the target's :class:`TripletOutputs` and the frozen source's fc7."""
+
+    target: TripletOutputs
+    source_pos_fc7: Tensor
+    source_neg_fc7: Tensor
+
+
+class CrossDomainMTDNet(nn.Module):
+    """MTDnet's cross-domain architecture: a trainable target and a frozen source network.
+
+    The source (e.g. trained on CUHK03) is deep-copied, so passing one model as both arguments is
+    safe; the copy has ``requires_grad=False`` and stays in eval mode whatever ``train()`` is
+    called with. At test time use ``.target`` alone (``forward`` delegates to it); save
+    ``.target`` as the trained model.
+    """
+
+    def __init__(self, target: MTDNet, source: MTDNet) -> None:
+        super().__init__()
+        for role, net in (("target", target), ("source", source)):
+            if net.verifier is None:
+                raise ValueError(f"the cross-domain architecture needs a verification head, but "
+                                 f"the {role} network is the 'rnk' variant")
+        self.target = target
+        self.source = copy.deepcopy(source).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> CrossDomainMTDNet:
+        super().train(mode)
+        self.source.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The target network's ranking embedding."""
+        return self.target(images)
+
+    def forward_triplets(
+        self, target: Sequence[Tensor], source: Sequence[Tensor]
+    ) -> CrossDomainOutputs:
+        """Target outputs for target triplets (a, p, n) and source fc7 for source triplets."""
+        outputs = self.target.forward_triplets(*target)
+        anchor, positive, negative = source
+        n = anchor.shape[0]
+        with torch.no_grad():
+            ma, mp, mn = self.source.trunk_features(torch.cat([anchor, positive, negative])).split(n)
+            _, fc7 = self.source.verify_logits(torch.cat([ma, ma]), torch.cat([mp, mn]),
+                                               return_fc7=True)
+        pos_fc7, neg_fc7 = fc7.split(n)
+        return CrossDomainOutputs(outputs, pos_fc7, neg_fc7)
+
+
+class CrossDomainLoss(MTDNetLoss):
+    """``triplet + verification + contrastive_weight * contrastive`` (all weights 1 in the paper).
+
+    The contrastive term (margin 1) compares the L2-normalised pre-ReLU fc7 of target pairs with
+    that of source pairs: similar when both pairs are positive or both negative
+    (:func:`reidkit.losses.contrastive.cross_domain_contrastive_loss`). Target and source batches
+    must hold the same number of triplets.
+    """
+
+    def __init__(self, triplet_weight: float = 1.0, verification_weight: float = 1.0,
+                 contrastive_weight: float = 1.0, margin: float = 1.0,
+                 contrastive_margin: float = 1.0) -> None:
+        super().__init__(triplet_weight, verification_weight, margin)
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_margin = contrastive_margin
+
+    def forward(self, outputs: CrossDomainOutputs) -> dict[str, Tensor]:  # type: ignore[override]
+        terms = super().forward(outputs.target)
+        terms["contrastive"] = cross_domain_contrastive_loss(
+            outputs.target.pos_fc7, outputs.target.neg_fc7,
+            outputs.source_pos_fc7, outputs.source_neg_fc7, margin=self.contrastive_margin)
+        terms["total"] = terms["total"] + self.contrastive_weight * terms["contrastive"]
+        return terms
+
+
+def build_mtdnet(num_classes: int | None = None, name: str = "mtdnet", **opts: Any) -> MTDNet:
+    """Registry constructor: ``build_mtdnet(**model.config)`` rebuilds a model.
+
+    MTDnet has no identity classifier, so ``num_classes`` is accepted for the registry's common
+    signature and not used.
+    """
+    if name != "mtdnet":
+        raise ValueError(f"build_mtdnet builds 'mtdnet' models, not {name!r}")
+    return MTDNet(**opts)
+
+
+# ImageNet initialisation of the trunk --------------------------------------------------------
+
+# Our CaffeNet trunk parameter -> names it has in common checkpoint layouts: BVLC caffemodels
+# converted by name ("conv1.weight"), sequential ports of CaffeNet with LRN layers
+# ("features.0" conv1, "features.4" conv2), the same without LRN modules ("features.3"), and a
+# reidkit MTDnet file ("trunk.conv1.weight").
+_CAFFENET_KEYS: dict[str, tuple[str, ...]] = {
+    f"{layer}.{kind}": (f"{layer}.{kind}", *(f"features.{i}.{kind}" for i in idx),
+                        f"trunk.{layer}.{kind}")
+    for layer, idx in (("conv1", (0,)), ("conv2", (4, 3)))
+    for kind in ("weight", "bias")
+}
+
+
+def load_trunk_weights(model: MTDNet, path: str | Path) -> list[str]:
+    """Initialise ``model``'s trunk from an ImageNet checkpoint; returns the trunk keys loaded.
+
+    ``path`` is a state dict in a ``.safetensors`` file or a ``.pth``/``.pt`` file (loaded with
+    ``weights_only=True``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a
+    ``module.`` prefix are accepted).
+
+    * CaffeNet trunk: conv1 (96x3x11x11) and conv2 (256x48x5x5, group 2) from the BVLC
+      ``bvlc_reference_caffenet`` (or ``bvlc_alexnet``, same shapes) weights converted to a PyTorch
+      state dict; see ``_CAFFENET_KEYS`` for the naming schemes recognised. Caffe's conv1 expects
+      BGR input, which ``caffe_input=True`` provides. torchvision's ``alexnet`` (64/192 channels,
+      no groups) is a different network and is refused.
+    * ResNet trunks: a torchvision ResNet state dict of the same depth (``resnet50-*.pth``);
+      conv1..layer3 are loaded, the 1x1 neck keeps its random initialisation.
+    """
+    state = _read_state_dict(Path(path))
+    own = model.trunk.state_dict()
+    if model.config["trunk"] == "caffenet":
+        mapping = {k: _find_key(state, names, k, path) for k, names in _CAFFENET_KEYS.items()}
+        hint = ("CaffeNet needs conv1.weight 96x3x11x11 and conv2.weight 256x48x5x5 (group 2), "
+                "i.e. the BVLC CaffeNet/AlexNet weights converted to PyTorch; torchvision's "
+                "alexnet (64/192 channels, no groups) is not CaffeNet")
+    else:
+        mapping = {k: _find_key(state, (k, f"trunk.{k}"), k, path)
+                   for k in own if not k.startswith("neck.")}
+        hint = f"the trunk is torchvision's {model.config['trunk']}; use that network's weights"
+    wrong = [f"{k}: file {tuple(state[src].shape)} vs model {tuple(own[k].shape)}"
+             for k, src in mapping.items() if state[src].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"weights in {path} do not fit the MTDnet trunk ({'; '.join(wrong[:4])}"
+                         f"{' ...' if len(wrong) > 4 else ''}): {hint}")
+    model.trunk.load_state_dict({k: state[src] for k, src in mapping.items()}, strict=False)
+    return sorted(mapping)
+
+
+def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"trunk weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle, zip and weights-only errors alike
+            raise ValueError(f"cannot read {path} as a PyTorch state dict: {exc}") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _find_key(state: Mapping[str, Tensor], names: Sequence[str], param: str,
+              path: str | Path) -> str:
+    for name in names:
+        if name in state:
+            return name
+    sample = ", ".join(list(state)[:6])
+    raise ValueError(f"no weights for trunk parameter {param} in {path} (looked for "
+                     f"{', '.join(names)}; the file has {sample}, ...)")
