@@ -203,6 +203,16 @@ def test_fixed_weights_always_joint_on_balanced_batches():
     assert decisions[1].fl == close({"id": FL_ID_1, "tp": FL_TP_1})
 
 
+def test_fixed_weights_are_ignored_by_the_dynamic_modes():
+    # Configs carry fixed_weights whatever the mode; only combine="fixed" uses them.
+    scheduler = DynamicLossScheduler(combine="sum", fixed_weights={"id": 1.0, "tp": 0.5})
+    assert scheduler.state_dict()["config"]["fixed_weights"] is None
+    decisions = feed(scheduler, SEQUENCE[:3])
+    assert decisions[2].weights == {"id": 1.0, "tp": 1.0}
+    state = scheduler.state_dict()
+    DynamicLossScheduler(combine="sum").load_state_dict(state)
+
+
 def test_zero_losses_give_p_one():
     scheduler = DynamicLossScheduler()
     # k_id = 0 then 0: k_{r-1} = 0 -> p = 1.  k_tp = 1 then 0.25*0 + 0.75*1 = 0.75 -> p = 0.75.
@@ -262,8 +272,7 @@ def test_numpy_scalars_are_accepted():
         ({"delta": math.inf}, "delta"),
         ({"combine": "mean"}, "combine must be one of"),
         ({"update": "step"}, "update must be one of"),
-        ({"combine": "fixed"}, "fixed_weights is required"),
-        ({"fixed_weights": {"id": 1.0, "tp": 1.0}}, "not allowed otherwise"),
+        ({"combine": "fixed"}, "needs fixed_weights"),
         ({"combine": "fixed", "fixed_weights": {"id": 1.0}}, "exactly the keys"),
         ({"combine": "fixed", "fixed_weights": {"id": 1.0, "tp": -1.0}}, "fixed_weights\\['tp'\\]"),
         ({"combine": "fixed", "fixed_weights": {"id": 0.0, "tp": 0.0}}, "at least one positive"),

@@ -33,6 +33,7 @@ class ReIDDataset:
     split: int = 0
     num_splits: int = 1
     notes: list[str] = field(default_factory=list)
+    val: list[ImageRecord] = field(default_factory=list)  # an official validation list, if any
 
     @property
     def num_train_pids(self) -> int:

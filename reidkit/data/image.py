@@ -36,4 +36,4 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise ImageReadError(path, "not an image file, or in a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(path, f"{exc or type(exc).__name__}") from exc
+        raise ImageReadError(path, str(exc) or type(exc).__name__) from exc

@@ -64,7 +64,7 @@ class ImageDataset(Dataset):
                     raise
                 self.failed_paths.add(record.path)
                 log.warning("skipping unreadable image %s (%s); using the next readable one",
-                            record.path, err)
+                            record.path, err.reason)
                 continue
             return self.transform(image), record.pid, record.camid, i
         raise RuntimeError(

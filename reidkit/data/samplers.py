@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 T = TypeVar("T")
-Triplet = tuple[int, int, int]
+IndexTriple = tuple[int, int, int]  # (anchor, positive, negative) or (i, j, same)
 
 
 def _resolve_dist(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -71,18 +71,14 @@ class _EpochBatchSampler(Sampler[list[T]], ABC):
             )
         self._start = batch_index
 
-    def __len__(self) -> int:
-        """Batches per epoch on this rank (a resumed iteration yields fewer)."""
-        return self._num_batches()
-
     def __iter__(self) -> Iterator[list[T]]:
         start, self._start = self._start, 0
         rng = np.random.default_rng(self.seed + self.epoch)
         return iter(self._rank_batches(rng)[start:])
 
     @abstractmethod
-    def _num_batches(self) -> int:
-        """Batches per epoch on this rank."""
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (an iteration resumed by ``set_start`` yields fewer)."""
 
     @abstractmethod
     def _rank_batches(self, rng: np.random.Generator) -> list[list[T]]:
@@ -124,7 +120,7 @@ class RandomBatchSampler(_EpochBatchSampler[int]):
     def _global_batch(self) -> int:
         return self.batch_size * self.world_size
 
-    def _num_batches(self) -> int:
+    def __len__(self) -> int:
         if self.drop_last:
             return self.num_samples // self._global_batch
         return math.ceil(self.num_samples / self._global_batch)
@@ -196,7 +192,7 @@ class BalancedIdentitySampler(_EpochBatchSampler[int]):
     def num_ids(self) -> int:
         return len(self._groups)
 
-    def _num_batches(self) -> int:
+    def __len__(self) -> int:
         return self.num_ids // (self.num_ids_per_batch * self.world_size)
 
     def _draw(self, rng: np.random.Generator, group: np.ndarray) -> np.ndarray:
@@ -207,32 +203,11 @@ class BalancedIdentitySampler(_EpochBatchSampler[int]):
 
     def _rank_batches(self, rng: np.random.Generator) -> list[list[int]]:
         per_step = self.num_ids_per_batch * self.world_size
-        ids = rng.permutation(self.num_ids)[: self._num_batches() * per_step]
+        ids = rng.permutation(self.num_ids)[: len(self) * per_step]
         # Every rank draws the images of all the epoch's identities so the streams stay in step.
         picks = np.stack([self._draw(rng, self._groups[i]) for i in ids])
         steps = picks.reshape(-1, self.world_size, self.num_ids_per_batch * self.num_instances)
         return steps[:, self.rank].tolist()
-
-
-class _SortedKeys:
-    """Indices sorted by ``major * num_minor + minor`` with vectorised range look-ups."""
-
-    def __init__(self, major: np.ndarray, minor: np.ndarray, num_minor: int,
-                 subset: np.ndarray | None = None) -> None:
-        index = np.arange(len(major)) if subset is None else np.flatnonzero(subset)
-        keys = major[index] * num_minor + minor[index]
-        order = np.argsort(keys, kind="stable")
-        self.index = index[order]
-        self.keys = keys[order]
-        self.num_minor = num_minor
-
-    def major_range(self, major: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (np.searchsorted(self.keys, major * self.num_minor),
-                np.searchsorted(self.keys, (major + 1) * self.num_minor))
-
-    def pair_range(self, major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = major * self.num_minor + minor
-        return np.searchsorted(self.keys, key), np.searchsorted(self.keys, key, side="right")
 
 
 def _draw_outside(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, cut_lo: np.ndarray,
@@ -243,7 +218,36 @@ def _draw_outside(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, cut_
     return np.where(pos >= cut_lo[:, None], pos + (cut_hi - cut_lo)[:, None], pos)
 
 
-class _CrossCameraSampler(_EpochBatchSampler[Triplet]):
+class _Pools:
+    """For every image ``i``: the images sharing its ``major`` code but not its ``minor`` code.
+
+    Candidates (optionally a ``subset`` of the images) are sorted by ``(major, minor)``, so each
+    image's pool is one contiguous range minus one sub-range, found once here; drawing from the
+    pools of many images at once is then a single vectorised step.
+    """
+
+    def __init__(self, major: np.ndarray, minor: np.ndarray, num_minor: int,
+                 subset: np.ndarray | None = None) -> None:
+        candidates = np.arange(len(major)) if subset is None else np.flatnonzero(subset)
+        keys = major[candidates] * num_minor + minor[candidates]
+        order = np.argsort(keys, kind="stable")
+        self._index = candidates[order]
+        keys = keys[order]
+        own = major * num_minor + minor
+        self._lo = np.searchsorted(keys, major * num_minor)
+        self._hi = np.searchsorted(keys, (major + 1) * num_minor)
+        self._cut_lo = np.searchsorted(keys, own)
+        self._cut_hi = np.searchsorted(keys, own, side="right")
+        self.sizes = (self._hi - self._lo) - (self._cut_hi - self._cut_lo)
+
+    def draw(self, rng: np.random.Generator, images: np.ndarray, k: int) -> np.ndarray:
+        """``k`` uniform draws (with replacement) from each image's pool: shape (len(images), k)."""
+        pos = _draw_outside(rng, self._lo[images], self._hi[images], self._cut_lo[images],
+                            self._cut_hi[images], (len(images), k))
+        return self._index[pos]
+
+
+class _CrossCameraSampler(_EpochBatchSampler[IndexTriple]):
     """Label coding and per-epoch anchor bookkeeping shared by the cross-camera samplers."""
 
     def __init__(self, pids: Sequence[int], camids: Sequence[int], *, rank: int | None,
@@ -257,7 +261,8 @@ class _CrossCameraSampler(_EpochBatchSampler[Triplet]):
         _, self._cam = np.unique(cam_array, return_inverse=True)
         self._num_pids = int(self._pid.max()) + 1
         self._num_cams = int(self._cam.max()) + 1
-        self._by_cam = _SortedKeys(self._cam, self._pid, self._num_pids)
+        # Pool of image i: the images of its camera that show another identity.
+        self._same_camera = _Pools(self._cam, self._pid, self._num_pids)
 
     def _set_anchors(self, eligible: np.ndarray, anchors_per_batch: int, what: str) -> None:
         self._anchors = np.flatnonzero(eligible)
@@ -275,19 +280,12 @@ class _CrossCameraSampler(_EpochBatchSampler[Triplet]):
                 f"x world_size {self.world_size}; lower the batch size"
             )
 
-    def _num_batches(self) -> int:
+    def __len__(self) -> int:
         return self.num_anchors // (self._anchors_per_batch * self.world_size)
-
-    def _positives(self, rng: np.random.Generator, anchor: np.ndarray) -> np.ndarray:
-        """One uniform image of each anchor's identity from the other cameras in ``_by_pid``."""
-        pid, cam = self._pid[anchor], self._cam[anchor]
-        lo, hi = self._by_pid.major_range(pid)
-        cut_lo, cut_hi = self._by_pid.pair_range(pid, cam)
-        return self._by_pid.index[_draw_outside(rng, lo, hi, cut_lo, cut_hi, (len(pid), 1))[:, 0]]
 
     def _epoch_anchors(self, rng: np.random.Generator) -> np.ndarray:
         """This epoch's anchors, shaped (steps, world_size, anchors_per_batch)."""
-        count = self._num_batches() * self._anchors_per_batch * self.world_size
+        count = len(self) * self._anchors_per_batch * self.world_size
         return rng.permutation(self._anchors)[:count].reshape(
             -1, self.world_size, self._anchors_per_batch)
 
@@ -299,10 +297,12 @@ class CrossCameraTripletSampler(_CrossCameraSampler):
     both in camera B != A. For every anchor/positive pair the batch also holds the mirror: the
     positive as anchor, the anchor as positive, negatives from camera A. Each pair brings
     ``negatives_per_positive`` negatives per direction, so ``triplets_per_batch`` must be a multiple
-    of ``2 * negatives_per_positive``. An epoch is one pass over the anchor images, i.e. every
-    image of an identity seen by two cameras (cameras holding a single identity cannot supply
-    negatives and are left out), leftovers that do not fill a global step dropped; identities
-    with no such image are skipped and counted in ``num_skipped_ids``.
+    of ``2 * negatives_per_positive``; in a batch each anchor's forward triplets are followed by
+    their mirrors. An epoch is one pass over the anchor images, i.e. every image of an identity
+    seen by two cameras (cameras holding a single identity cannot supply negatives and are left
+    out), leftovers that do not fill a global step dropped; identities with no such image are
+    skipped and counted in ``num_skipped_ids``. With 128 triplets and one negative, a batch holds
+    64 anchors, i.e. 128 positive and 128 negative pairs for the verification task.
     """
 
     def __init__(
@@ -327,30 +327,20 @@ class CrossCameraTripletSampler(_CrossCameraSampler):
             )
         self.triplets_per_batch = triplets_per_batch
         self.negatives_per_positive = negatives_per_positive
-        lo, hi = self._by_cam.major_range(self._cam)
-        same_lo, same_hi = self._by_cam.pair_range(self._cam, self._pid)
-        has_negative = (hi - lo) > (same_hi - same_lo)
-        # Positives come only from cameras that can also supply a negative.
-        self._by_pid = _SortedKeys(self._pid, self._cam, self._num_cams, subset=has_negative)
-        plo, phi = self._by_pid.major_range(self._pid)
-        clo, chi = self._by_pid.pair_range(self._pid, self._cam)
-        self._set_anchors(has_negative & ((phi - plo) > (chi - clo)),
+        has_negative = self._same_camera.sizes > 0
+        # Positives of image i: its identity in other cameras that can also supply a negative.
+        self._positives = _Pools(self._pid, self._cam, self._num_cams, subset=has_negative)
+        self._set_anchors(has_negative & (self._positives.sizes > 0),
                           triplets_per_batch // per_anchor, "triplets")
 
-    def _negatives(self, rng: np.random.Generator, cam: np.ndarray, pid: np.ndarray) -> np.ndarray:
-        lo, hi = self._by_cam.major_range(cam)
-        cut_lo, cut_hi = self._by_cam.pair_range(cam, pid)
-        pos = _draw_outside(rng, lo, hi, cut_lo, cut_hi, (len(cam), self.negatives_per_positive))
-        return self._by_cam.index[pos]
-
-    def _rank_batches(self, rng: np.random.Generator) -> list[list[Triplet]]:
+    def _rank_batches(self, rng: np.random.Generator) -> list[list[IndexTriple]]:
         steps = self._epoch_anchors(rng)
         anchor = steps.reshape(-1)
-        pid, cam = self._pid[anchor], self._cam[anchor]
-        positive = self._positives(rng, anchor)
-        forward_neg = self._negatives(rng, self._cam[positive], pid)
-        mirror_neg = self._negatives(rng, cam, pid)
+        positive = self._positives.draw(rng, anchor, 1)[:, 0]
         k = self.negatives_per_positive
+        # The positive shares the anchor's identity, so its own pool holds the forward negatives.
+        forward_neg = self._same_camera.draw(rng, positive, k)
+        mirror_neg = self._same_camera.draw(rng, anchor, k)
         forward = np.stack([np.repeat(anchor, k), np.repeat(positive, k), forward_neg.ravel()], 1)
         mirror = np.stack([np.repeat(positive, k), np.repeat(anchor, k), mirror_neg.ravel()], 1)
         # (anchor, direction, negative, 3): an anchor's forward triplets, then its mirrors.
@@ -388,36 +378,26 @@ class CrossCameraPairSampler(_CrossCameraSampler):
         self.pairs_per_batch = pairs_per_batch
         self.positive_fraction = positive_fraction
         self.num_positives = round(pairs_per_batch * positive_fraction)
-        self._by_pid = _SortedKeys(self._pid, self._cam, self._num_cams)
-        plo, phi = self._by_pid.major_range(self._pid)
-        clo, chi = self._by_pid.pair_range(self._pid, self._cam)
-        lo, hi = self._by_cam.major_range(self._cam)
-        other_cams = len(self._pid) - (hi - lo)
-        other_cams_same_pid = (phi - plo) - (chi - clo)
-        has_positive = other_cams_same_pid > 0
-        has_negative = other_cams - other_cams_same_pid > 0
-        self._set_anchors(has_positive & has_negative, pairs_per_batch, "pairs")
+        self._positives = _Pools(self._pid, self._cam, self._num_cams)
+        self._other_cameras = _Pools(np.zeros_like(self._cam), self._cam, self._num_cams)
+        has_negative = self._other_cameras.sizes > self._positives.sizes
+        self._set_anchors((self._positives.sizes > 0) & has_negative, pairs_per_batch, "pairs")
 
     def _negative_partners(self, rng: np.random.Generator, anchor: np.ndarray) -> np.ndarray:
         """Uniform images of another camera and identity, by rejecting same-identity draws."""
-        pid, cam = self._pid[anchor], self._cam[anchor]
-        lo, hi = self._by_cam.major_range(cam)
-        start = np.zeros_like(lo)
-        end = np.full_like(hi, len(self._pid))
         partner = np.empty_like(anchor)
         todo = np.arange(len(anchor))
         while len(todo):
-            pos = _draw_outside(rng, start[todo], end[todo], lo[todo], hi[todo], (len(todo), 1))
-            partner[todo] = self._by_cam.index[pos[:, 0]]
-            todo = todo[self._pid[partner[todo]] == pid[todo]]
+            partner[todo] = self._other_cameras.draw(rng, anchor[todo], 1)[:, 0]
+            todo = todo[self._pid[partner[todo]] == self._pid[anchor[todo]]]
         return partner
 
-    def _rank_batches(self, rng: np.random.Generator) -> list[list[Triplet]]:
+    def _rank_batches(self, rng: np.random.Generator) -> list[list[IndexTriple]]:
         steps = self._epoch_anchors(rng)
         is_positive = np.arange(self.pairs_per_batch) < self.num_positives
         partner = np.empty_like(steps)
-        partner[..., is_positive] = self._positives(
-            rng, steps[..., is_positive].reshape(-1)
+        partner[..., is_positive] = self._positives.draw(
+            rng, steps[..., is_positive].reshape(-1), 1
         ).reshape(*steps.shape[:2], self.num_positives)
         partner[..., ~is_positive] = self._negative_partners(
             rng, steps[..., ~is_positive].reshape(-1)
@@ -437,7 +417,7 @@ class FlattenedBatchSampler(Sampler[list[int]]):
     ``set_epoch``, ``set_start`` and ``len`` are forwarded to the wrapped sampler.
     """
 
-    def __init__(self, sampler: _EpochBatchSampler[Triplet], fields: int) -> None:
+    def __init__(self, sampler: _EpochBatchSampler[IndexTriple], fields: int) -> None:
         _check_positive(fields=fields)
         self.sampler = sampler
         self.fields = fields

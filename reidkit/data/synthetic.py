@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 FORMAT_VERSION = 1
 JPEG_QUALITY = 95
@@ -53,8 +53,8 @@ DEFAULTS: dict[str, Any] = dict(
 DOMAINS = ("a", "b")
 
 # Label values of the part map a pedestrian is drawn into.
-BG, SKIN, HAIR, UPPER, UPPER_ALT, LOWER, LOWER_ALT, SHOE, BAG, HAT = range(10)
-NUM_PARTS = 10
+BG, SKIN, HAIR, UPPER, UPPER_ALT, LOWER, LOWER_ALT, SHOE, BAG, HAT, SLEEVE = range(11)
+NUM_PARTS = 11
 
 # Palettes. Clothing colours come in near neighbours (black/charcoal/navy, red/maroon,
 # white/light grey/beige, ...) that camera casts and gains push into each other.
@@ -115,6 +115,7 @@ class Identity:
         table[SHOE] = SHOES[self.shoes]
         table[BAG] = CLOTHES[self.bag_color]
         table[HAT] = CLOTHES[self.hat]
+        table[SLEEVE] = CLOTHES[self.upper]
         return np.clip(table + np.asarray(self.tint, np.float32), 0, 255)
 
 
@@ -217,179 +218,122 @@ def camera_style(domain: str, cam: int) -> CameraStyle:
 
 
 # --------------------------------------------------------------------------------------------
-# Drawing primitives on a part-label map; each touches only the bounding window of its shape.
+# Drawing: a pedestrian is a part-label image drawn with PIL primitives (fast, in C).
 
 
-def _window(shape: tuple[int, ...], y0: float, y1: float, x0: float, x1: float):
-    h, w = shape[:2]
-    ya, yb = max(int(math.floor(y0)), 0), min(int(math.ceil(y1)) + 1, h)
-    xa, xb = max(int(math.floor(x0)), 0), min(int(math.ceil(x1)) + 1, w)
-    if ya >= yb or xa >= xb:
-        return None
-    ys = np.arange(ya, yb, dtype=np.float32)[:, None] + 0.5
-    xs = np.arange(xa, xb, dtype=np.float32)[None, :] + 0.5
-    return (slice(ya, yb), slice(xa, xb)), ys, xs
+class _Painter:
+    """Draws body parts into a part-label image; coordinates in pixels, points as (y, x)."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.draw = ImageDraw.Draw(image)
+
+    def ellipse(self, cy: float, cx: float, ry: float, rx: float, v: int,
+                top_only: bool = False) -> None:
+        box = (cx - rx, cy - ry, cx + rx, cy + ry)
+        if top_only:
+            self.draw.chord(box, 180, 360, fill=v)
+        else:
+            self.draw.ellipse(box, fill=v)
+
+    def limb(self, p0: tuple[float, float], p1: tuple[float, float], r: float, v: int) -> None:
+        """A thick segment with rounded ends (arm, leg, strap)."""
+        self.draw.line((p0[1], p0[0], p1[1], p1[0]), fill=v, width=max(1, round(2 * r)))
+        for y, x in (p0, p1):
+            self.draw.ellipse((x - r, y - r, x + r, y + r), fill=v)
+
+    def trapezoid(self, y0: float, y1: float, cx: float, hw0: float, hw1: float, v: int) -> None:
+        """Rows ``y0..y1`` centred on ``cx``, half width from ``hw0`` (top) to ``hw1`` (bottom)."""
+        self.draw.polygon([(cx - hw0, y0), (cx + hw0, y0), (cx + hw1, y1), (cx - hw1, y1)], fill=v)
+
+    def rect(self, y0: float, y1: float, x0: float, x1: float, v: int) -> None:
+        if x1 - x0 >= 1 and y1 - y0 >= 1:
+            self.draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=v)
 
 
-def _ellipse(lab: np.ndarray, cy: float, cx: float, ry: float, rx: float, v: int,
-             top_only: bool = False) -> None:
-    win = _window(lab.shape, cy - ry, cy + ry, cx - rx, cx + rx)
-    if win is None:
+def _upper_pattern(lab: np.ndarray, kind: str, y0: float, x0: float, period: float,
+                   phase: float) -> None:
+    """Recolour the visible torso pixels (label UPPER) into stripes or checks of UPPER_ALT."""
+    ys, xs = np.nonzero(lab == UPPER)
+    if ys.size == 0:
         return
-    sl, ys, xs = win
-    m = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0
-    if top_only:
-        m &= ys <= cy
-    lab[sl][m] = v
+    rows = np.floor((ys + 0.5 - y0) / period)
+    cols = np.floor((xs + 0.5 - x0) / period + phase)
+    alt = {"hstripes": rows, "vstripes": cols, "checks": rows + cols}[kind] % 2 == 1
+    lab[ys[alt], xs[alt]] = UPPER_ALT
 
 
-def _capsule(lab: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], r: float,
-             v: int, only: int | None = None) -> None:
-    """A thick segment (limb) from ``p0`` to ``p1`` given as (y, x); ``only`` limits it to a label."""
-    (y0, x0), (y1, x1) = p0, p1
-    win = _window(lab.shape, min(y0, y1) - r, max(y0, y1) + r, min(x0, x1) - r, max(x0, x1) + r)
-    if win is None:
-        return
-    sl, ys, xs = win
-    dy, dx = y1 - y0, x1 - x0
-    t = np.clip(((ys - y0) * dy + (xs - x0) * dx) / max(dy * dy + dx * dx, 1e-6), 0.0, 1.0)
-    m = (ys - y0 - t * dy) ** 2 + (xs - x0 - t * dx) ** 2 <= r * r
-    sub = lab[sl]
-    if only is not None:
-        m &= sub == only
-    sub[m] = v
-
-
-def _trapezoid(lab: np.ndarray, y0: float, y1: float, cx: float, hw0: float, hw1: float,
-               v: int) -> None:
-    """Rows ``y0..y1`` centred on ``cx`` whose half width goes linearly from ``hw0`` to ``hw1``."""
-    hw = max(hw0, hw1)
-    win = _window(lab.shape, y0, y1, cx - hw, cx + hw)
-    if win is None:
-        return
-    sl, ys, xs = win
-    f = np.clip((ys - y0) / max(y1 - y0, 1e-6), 0.0, 1.0)
-    m = (np.abs(xs - cx) <= hw0 + (hw1 - hw0) * f) & (ys >= y0) & (ys <= y1)
-    lab[sl][m] = v
-
-
-def _rect(lab: np.ndarray, y0: float, y1: float, x0: float, x1: float, v: int,
-          only: int | None = None) -> None:
-    win = _window(lab.shape, y0, y1 - 1, x0, x1 - 1)
-    if win is None:
-        return
-    sl = win[0]
-    if only is None:
-        lab[sl] = v
-    else:
-        sub = lab[sl]
-        sub[sub == only] = v
-
-
-def _pattern(lab: np.ndarray, y0: float, y1: float, x0: float, x1: float, base: int, alt: int,
-             kind: str, period: float, phase: float) -> None:
-    """Recolour the ``base`` pixels of a window to ``alt`` following a stripe/check pattern."""
-    win = _window(lab.shape, y0, y1, x0, x1)
-    if win is None:
-        return
-    sl, ys, xs = win
-    if kind == "hstripes":
-        m = np.floor((ys - y0) / period) % 2 == 1
-        m = np.broadcast_to(m, (ys.shape[0], xs.shape[1]))
-    elif kind == "vstripes":
-        m = np.floor((xs - x0) / period + phase) % 2 == 1
-        m = np.broadcast_to(m, (ys.shape[0], xs.shape[1]))
-    else:  # checks
-        m = (np.floor((ys - y0) / period) + np.floor((xs - x0) / period + phase)) % 2 == 1
-    sub = lab[sl]
-    sub[m & (sub == base)] = alt
-
-
-def draw_person(lab: np.ndarray, ident: Identity, view: str, facing: int, cx: float, top: float,
-                height: float, stride: float, swing: float) -> None:
-    """Draw ``ident`` seen from ``view`` into the part map ``lab``.
+def draw_person(label: Image.Image, ident: Identity, view: str, facing: int, cx: float,
+                top: float, height: float, stride: float, swing: float) -> np.ndarray:
+    """Draw ``ident`` seen from ``view`` into the part-label image; return the labels as an array.
 
     ``top`` and ``height`` place the person vertically (pixels), ``cx`` horizontally. ``facing``
     (+1 right, -1 left) orients side views; ``stride`` (0..1) spreads the legs and ``swing``
     (-1..1) swings the arms, so two pictures of one person are never the same pose.
     """
+    pt = _Painter(label)
     u = height
     w = ident.build
     side = view == "side"
-    y = lambda f: top + f * u  # noqa: E731  (body proportions as fractions of the height)
+
+    def y(f: float) -> float:  # body proportions are fractions of the height
+        return top + f * u
+
     shoulder_hw = (0.075 if side else 0.125) * w * u
     waist_hw = (0.07 if side else 0.10) * w * u
     hip_y, foot_y = y(0.5), y(0.955)
-    leg_r = 0.045 * w * u if not side else 0.05 * w * u
+    leg_r = (0.05 if side else 0.045) * w * u
 
-    # Bag parts that sit behind the body.
-    if ident.bag == "backpack" and side:
+    if ident.bag == "backpack" and side:  # behind the body
         back = cx - facing * (shoulder_hw + 0.07 * u)
-        _rect(lab, y(0.19), y(0.44), min(back, cx), max(back, cx), BAG)
+        pt.rect(y(0.19), y(0.44), min(back, cx), max(back, cx), BAG)
 
     # Legs and feet.
     if side:
         feet = [(foot_y, cx + facing * stride * 0.12 * u), (foot_y, cx - facing * stride * 0.1 * u)]
         hips = [(hip_y, cx), (hip_y, cx)]
     else:
-        off = 0.05 * w * u
-        spread = 0.02 * u * stride
+        off, spread = 0.05 * w * u, 0.02 * u * stride
         feet = [(foot_y, cx - off - spread), (foot_y, cx + off + spread)]
         hips = [(hip_y, cx - off), (hip_y, cx + off)]
-    leg_colour = LOWER if ident.lower_kind == "trousers" else SKIN
+    bare = ident.lower_kind != "trousers"
     for hp, fp in zip(hips, feet, strict=True):
-        _capsule(lab, hp, fp, leg_r * (0.8 if leg_colour == SKIN else 1.0), leg_colour)
+        pt.limb(hp, fp, leg_r * (0.8 if bare else 1.0), SKIN if bare else LOWER)
+        knee = (hp[0] + 0.35 * (fp[0] - hp[0]), hp[1] + 0.35 * (fp[1] - hp[1]))
         if ident.lower_kind == "shorts":
-            knee = (hp[0] + 0.35 * (fp[0] - hp[0]), hp[1] + 0.35 * (fp[1] - hp[1]))
-            _capsule(lab, hp, knee, leg_r * 1.05, LOWER)
+            pt.limb(hp, knee, leg_r * 1.05, LOWER)
+        if ident.lower_pattern == "stripe" and ident.lower_kind != "skirt":
+            out = 0.0 if side else math.copysign(leg_r * 0.6, hp[1] - cx)
+            end = fp if ident.lower_kind == "trousers" else knee
+            pt.limb((hp[0], hp[1] + out), (end[0] - 0.02 * u, end[1] + out), 0.014 * u, LOWER_ALT)
     for fy, fx in feet:
-        _ellipse(lab, fy + 0.01 * u, fx + (facing * 0.02 * u if side else 0.0), 0.028 * u,
-                 0.045 * u if side else 0.038 * u, SHOE)
-    hip_hw = waist_hw * (1.05 if ident.lower_kind != "skirt" else 1.0)
+        pt.ellipse(fy + 0.01 * u, fx + (facing * 0.02 * u if side else 0.0), 0.028 * u,
+                   (0.045 if side else 0.038) * u, SHOE)
     if ident.lower_kind == "skirt":
-        _trapezoid(lab, y(0.48), y(0.72), cx, waist_hw, waist_hw * 1.6, LOWER)
+        pt.trapezoid(y(0.48), y(0.72), cx, waist_hw, waist_hw * 1.6, LOWER)
+        if ident.lower_pattern == "stripe":  # a hem band
+            pt.trapezoid(y(0.66), y(0.72), cx, waist_hw * 1.45, waist_hw * 1.6, LOWER_ALT)
     else:
-        _trapezoid(lab, y(0.48), y(0.58), cx, hip_hw, hip_hw, LOWER)
-    if ident.lower_pattern == "stripe":
-        if ident.lower_kind == "skirt":
-            _rect(lab, y(0.66), y(0.72), cx - waist_hw * 1.7, cx + waist_hw * 1.7, LOWER_ALT,
-                  only=LOWER)
-        else:
-            for (hy, hx), (fy, fx) in zip(hips, feet, strict=True):
-                out = 0.0 if side else math.copysign(leg_r * 0.75, hx - cx)
-                _capsule(lab, (hy, hx + out), (fy, fx + out), 0.014 * u, LOWER_ALT, only=LOWER)
+        pt.trapezoid(y(0.48), y(0.58), cx, waist_hw * 1.05, waist_hw * 1.05, LOWER)
 
-    # Torso and its pattern.
-    t0, t1 = y(0.16), y(0.52)
-    _trapezoid(lab, t0, t1, cx, shoulder_hw, waist_hw, UPPER)
-    period = 0.045 * u
+    # Torso, then what is printed on it or hangs over it.
+    pt.trapezoid(y(0.16), y(0.52), cx, shoulder_hw, waist_hw, UPPER)
     pat = ident.upper_pattern
-    if pat in ("hstripes", "vstripes", "checks"):
-        # Vertical stripes and checks start at a fixed body side, so a back view is their mirror.
-        phase = 0.0 if view == "front" else 0.5
-        _pattern(lab, t0, t1, cx - shoulder_hw, cx + shoulder_hw, UPPER, UPPER_ALT, pat, period,
-                 phase)
-    elif pat == "logo" and view == "front":
-        _rect(lab, y(0.23), y(0.32), cx + 0.02 * u, cx + 0.09 * w * u, UPPER_ALT, only=UPPER)
-    elif pat == "jacket" and view != "back":
-        if side:
-            _rect(lab, y(0.18), y(0.5), cx + facing * 0.03 * u - 0.025 * u,
-                  cx + facing * 0.03 * u + 0.025 * u, UPPER_ALT, only=UPPER)
-        else:
-            _trapezoid(lab, y(0.17), y(0.52), cx, 0.035 * u, 0.05 * u, UPPER_ALT)
+    if pat == "logo" and view == "front":
+        pt.rect(y(0.23), y(0.32), cx + 0.02 * u, cx + 0.09 * w * u, UPPER_ALT)
+    elif pat == "jacket" and side:
+        pt.rect(y(0.18), y(0.5), cx + facing * 0.03 * u - 0.025 * u,
+                cx + facing * 0.03 * u + 0.025 * u, UPPER_ALT)
+    elif pat == "jacket" and view == "front":
+        pt.trapezoid(y(0.17), y(0.52), cx, 0.035 * u, 0.05 * u, UPPER_ALT)
+    if ident.bag == "backpack" and view == "back":
+        pt.rect(y(0.19), y(0.46), cx - 0.09 * w * u, cx + 0.09 * w * u, BAG)
+    elif ident.bag == "backpack" and view == "front":  # the straps
+        for s in (-1, 1):
+            sx = cx + s * 0.075 * w * u
+            pt.rect(y(0.17), y(0.36), sx - 0.012 * u, sx + 0.012 * u, BAG)
 
-    # Backpack on the back (or its straps seen from the front), handbags at the hand.
-    if ident.bag == "backpack":
-        if view == "back":
-            _rect(lab, y(0.19), y(0.46), cx - 0.09 * w * u, cx + 0.09 * w * u, BAG)
-        elif view == "front":
-            for s in (-1, 1):
-                _rect(lab, y(0.17), y(0.36), cx + s * 0.075 * w * u - 0.012 * u,
-                      cx + s * 0.075 * w * u + 0.012 * u, BAG)
-
-    # Arms: sleeve over skin.
+    # Arms: a sleeve over skin.
     sleeve_t = 0.88 if ident.long_sleeves else 0.35
-    arm_r = 0.03 * u
     if side:
         arms = [((y(0.19), cx), (y(0.48), cx + facing * swing * 0.09 * u))]
     else:
@@ -397,34 +341,37 @@ def draw_person(lab: np.ndarray, ident: Identity, view: str, facing: int, cx: fl
                  (y(0.49), cx + s * (shoulder_hw + 0.015 * u + 0.015 * u * swing * s)))
                 for s in (-1, 1)]
     for (sy, sx), (hy, hx) in arms:
-        _capsule(lab, (sy, sx), (hy, hx), arm_r * 0.85, SKIN)
-        _capsule(lab, (sy, sx), (sy + sleeve_t * (hy - sy), sx + sleeve_t * (hx - sx)), arm_r,
-                 UPPER)
+        pt.limb((sy, sx), (hy, hx), 0.026 * u, SKIN)
+        pt.limb((sy, sx), (sy + sleeve_t * (hy - sy), sx + sleeve_t * (hx - sx)), 0.03 * u, SLEEVE)
 
-    if ident.bag == "handbag":
+    if ident.bag == "handbag" and (not side or ident.bag_side == facing):
         # A bag on the person's right hangs on the viewer's left when the person faces the camera.
         img_side = {"front": -ident.bag_side, "back": ident.bag_side}.get(view, 0)
-        if view != "side" or ident.bag_side == facing:
-            bx = cx + img_side * (shoulder_hw + 0.035 * u)
-            _rect(lab, y(0.42), y(0.57), bx - 0.05 * u, bx + 0.05 * u, BAG)
+        bx = cx + img_side * (shoulder_hw + 0.035 * u)
+        pt.rect(y(0.42), y(0.57), bx - 0.05 * u, bx + 0.05 * u, BAG)
 
     # Neck, head and hair.
     head_cy, head_cx = y(0.075), cx + (facing * 0.01 * u if side else 0.0)
-    _rect(lab, y(0.13), y(0.17), cx - 0.025 * u, cx + 0.025 * u, SKIN)
+    pt.rect(y(0.13), y(0.17), cx - 0.025 * u, cx + 0.025 * u, SKIN)
     if ident.hair_style == "long":
-        _rect(lab, head_cy, y(0.28 if view == "back" else 0.24),
-              head_cx - (0.045 if side else 0.062) * u - (facing * 0.02 * u if side else 0.0),
-              head_cx + (0.045 if side else 0.062) * u - (facing * 0.02 * u if side else 0.0),
-              HAIR)
-    _ellipse(lab, head_cy - 0.006 * u, head_cx, 0.075 * u, 0.055 * u, HAIR)
+        hx = head_cx - (facing * 0.02 * u if side else 0.0)
+        hw = (0.045 if side else 0.062) * u
+        pt.rect(head_cy, y(0.28 if view == "back" else 0.24), hx - hw, hx + hw, HAIR)
+    pt.ellipse(head_cy - 0.006 * u, head_cx, 0.075 * u, 0.055 * u, HAIR)
     if view == "front":
-        _ellipse(lab, head_cy + 0.012 * u, head_cx, 0.062 * u, 0.046 * u, SKIN)
+        pt.ellipse(head_cy + 0.012 * u, head_cx, 0.062 * u, 0.046 * u, SKIN)
     elif side:
-        _ellipse(lab, head_cy + 0.012 * u, head_cx + facing * 0.018 * u, 0.06 * u, 0.04 * u, SKIN)
+        pt.ellipse(head_cy + 0.012 * u, head_cx + facing * 0.018 * u, 0.06 * u, 0.04 * u, SKIN)
     if ident.hair_style == "hat":
-        _ellipse(lab, head_cy - 0.012 * u, head_cx, 0.07 * u, 0.058 * u, HAT, top_only=True)
-        _rect(lab, head_cy - 0.016 * u, head_cy + 0.0 * u, head_cx - 0.065 * u,
-              head_cx + 0.065 * u, HAT)
+        pt.ellipse(head_cy - 0.012 * u, head_cx, 0.07 * u, 0.058 * u, HAT, top_only=True)
+        pt.rect(head_cy - 0.016 * u, head_cy, head_cx - 0.065 * u, head_cx + 0.065 * u, HAT)
+
+    lab = np.array(label)
+    if pat in ("hstripes", "vstripes", "checks"):
+        # Stripes and checks start at a fixed body side, so a back view shows their mirror.
+        _upper_pattern(lab, pat, y(0.16), cx - shoulder_hw, 0.045 * u,
+                       0.0 if view == "front" else 0.5)
+    return lab
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +385,7 @@ def _canvas_shape(height: int, width: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=64)
 def _background_plate(domain: str, cam: int, height: int, width: int) -> np.ndarray:
-    """A large textured scene for one camera; images take random windows of it."""
+    """A large textured uint8 scene for one camera; images take random windows of it."""
     st = camera_style(domain, cam)
     rng = np.random.default_rng([_DOMAIN_KEYS[domain], cam, 7])
     ch, cw = _canvas_shape(height, width)
@@ -450,21 +397,25 @@ def _background_plate(domain: str, cam: int, height: int, width: int) -> np.ndar
     # Structures: poles, doors, shop fronts and windows in the scene palette.
     for _ in range(int(rng.integers(6, 12))):
         c = np.asarray(st.bg_palette[int(rng.integers(len(st.bg_palette)))], np.float32)
-        c = np.clip(c + rng.normal(0, 15, 3), 0, 255)
         x0 = int(rng.integers(0, pw))
         bw = int(rng.integers(max(2, width // 16), max(3, width // 2)))
         y0 = int(rng.integers(0, int(ph * st.horizon) + 1))
         y1 = int(rng.integers(y0 + ph // 8, ph + 1))
-        plate[y0:y1, x0:x0 + bw] = c
+        plate[y0:y1, x0:x0 + bw] = np.clip(c + rng.normal(0, 15, 3), 0, 255)
     # Floor seams, then low-frequency shading across the whole plate.
-    h0 = int(ph * st.horizon)
-    step = max(4, height // 10)
-    plate[h0::step] *= 0.85
+    plate[int(ph * st.horizon)::max(4, height // 10)] *= 0.85
     low = rng.uniform(0.75, 1.2, size=(6, 12)).astype(np.float32)
     low = np.asarray(Image.fromarray(low, mode="F").resize((pw, ph), Image.BILINEAR))
     plate *= low[:, :, None]
     plate += rng.normal(0, 6, size=plate.shape).astype(np.float32)
-    return np.clip(plate, 0, 255)
+    return np.clip(plate + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _noise_field(height: int, width: int) -> np.ndarray:
+    """Unit Gaussian sensor noise, cached; each image reads it at a random offset."""
+    rng = np.random.default_rng(12345)
+    return rng.standard_normal((2 * height, 2 * width, 3)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -489,15 +440,13 @@ class RenderInfo:
     mask: np.ndarray | None = field(default=None, repr=False)
 
 
-def _shade(width: int, cx: float, half: float, light: float) -> np.ndarray:
-    x = (np.arange(width, dtype=np.float32) + 0.5 - cx) / max(half, 1.0)
-    return np.clip(1.0 - 0.22 * x * x + light * x, 0.55, 1.15)
-
-
 def render(spec: ImageSpec, *, domain: str, height: int, width: int, misalign: bool,
            occlusion: bool, occlusion_prob: float = 0.3,
            return_mask: bool = False) -> tuple[np.ndarray, RenderInfo]:
-    """Render one detection crop ``(height, width, 3)`` uint8 and its ground truth."""
+    """Render one detection crop ``(height, width, 3)`` uint8 and its ground truth.
+
+    With ``return_mask`` the info carries the person's pixel mask in the crop (before occlusion).
+    """
     rng = np.random.default_rng(spec.key)
     st = camera_style(domain, spec.cam)
     ch, cw = _canvas_shape(height, width)
@@ -505,30 +454,25 @@ def render(spec: ImageSpec, *, domain: str, height: int, width: int, misalign: b
     plate = _background_plate(domain, spec.cam, height, width)
     oy = int(rng.integers(0, plate.shape[0] - ch + 1))
     ox = int(rng.integers(0, plate.shape[1] - cw + 1))
-    img = plate[oy:oy + ch, ox:ox + cw].copy()
-    if rng.random() < 0.5:
-        img = img[:, ::-1].copy()
-    # Per-image clutter in the scene palette.
-    for _ in range(int(rng.integers(0, 3))):
-        c = np.asarray(st.bg_palette[int(rng.integers(len(st.bg_palette)))], np.float32)
+    img = plate[oy:oy + ch, ox:ox + cw][:, ::rng.choice((-1, 1))].copy()
+    for _ in range(int(rng.integers(0, 3))):  # per-image clutter in the scene palette
         y0, x0 = int(rng.integers(0, ch)), int(rng.integers(0, cw))
-        img[y0:y0 + int(rng.integers(4, ch // 3)), x0:x0 + int(rng.integers(3, cw // 3))] = c
+        img[y0:y0 + int(rng.integers(4, ch // 3)), x0:x0 + int(rng.integers(3, cw // 3))] = \
+            st.bg_palette[int(rng.integers(len(st.bg_palette)))]
 
     # The person stands in the middle of the canvas; the nominal box has a 5% margin.
     person_h = 0.9 * height
-    top = (ch - person_h) / 2
-    cx = cw / 2
+    top, cx = (ch - person_h) / 2, cw / 2
     if spec.kind == "distractor" and rng.random() < 0.5:
         cx += rng.choice((-1, 1)) * rng.uniform(0.45, 0.75) * width  # a stray part of someone
     if spec.kind == "junk":
         top += rng.choice((-1, 1)) * rng.uniform(0.35, 0.5) * height
         cx += rng.uniform(-0.3, 0.3) * width
     ident = spec.identity if spec.identity is not None else random_identity(rng, domain)
-    view = str(rng.choice(VIEWS, p=st.view_p))
+    view = str(VIEWS[rng.choice(3, p=st.view_p)])
     facing = int(rng.choice((-1, 1)))
-    lab = np.zeros((ch, cw), np.int8)
-    draw_person(lab, ident, view, facing, cx, top, person_h, float(rng.uniform(0, 1)),
-                float(rng.uniform(-1, 1)))
+    lab = draw_person(Image.new("L", (cw, ch)), ident, view, facing, cx, top, person_h,
+                      float(rng.uniform(0, 1)), float(rng.uniform(-1, 1)))
     person_mask = lab > 0
     _composite(img, lab, ident.colours(), cx, person_h, st.light)
 
@@ -545,9 +489,7 @@ def render(spec: ImageSpec, *, domain: str, height: int, width: int, misalign: b
     bh, bw = height * scale, width * scale
     y0, x0 = ch / 2 + dy - bh / 2, cw / 2 + dx - bw / 2
     box = (x0, y0, x0 + bw, y0 + bh)
-    crop = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize(
-        (width, height), Image.BILINEAR, box=box)
-    out = _camera(crop, st, rng)
+    out = _camera(Image.fromarray(img), box, (width, height), st, rng)
     mask = None
     if return_mask:
         mask = np.asarray(Image.fromarray(person_mask.astype(np.uint8) * 255).resize(
@@ -560,9 +502,11 @@ def render(spec: ImageSpec, *, domain: str, height: int, width: int, misalign: b
 
 def _composite(img: np.ndarray, lab: np.ndarray, colours: np.ndarray, cx: float, person_h: float,
                light: float) -> None:
-    m = lab > 0
-    shade = _shade(img.shape[1], cx, 0.14 * person_h, light)
-    img[m] = colours[lab[m]] * np.broadcast_to(shade[None, :], lab.shape)[m][:, None]
+    """Paint the labelled parts over ``img`` with a cylindrical shading across the body."""
+    ys, xs = np.nonzero(lab)
+    x = (xs.astype(np.float32) + 0.5 - cx) / (0.14 * person_h)
+    shade = np.clip(1.0 - 0.22 * x * x + light * x, 0.55, 1.15)
+    img[ys, xs] = np.clip(colours[lab[ys, xs]] * shade[:, None], 0, 255).astype(np.uint8)
 
 
 def _occlude(img: np.ndarray, rng: np.random.Generator, st: CameraStyle, domain: str, cx: float,
@@ -574,41 +518,48 @@ def _occlude(img: np.ndarray, rng: np.random.Generator, st: CameraStyle, domain:
         ox = cx + rng.choice((-1, 1)) * rng.uniform(0.35, 0.6) * width
         oh = person_h * rng.uniform(1.0, 1.2)  # nearer to the camera, so drawn larger
         otop = top + person_h - oh + rng.uniform(0.0, 0.15) * height
-        lab = np.zeros((ch, cw), np.int8)
-        draw_person(lab, other, str(rng.choice(VIEWS)), int(rng.choice((-1, 1))), ox, otop, oh,
-                    float(rng.uniform(0, 1)), float(rng.uniform(-1, 1)))
+        lab = draw_person(Image.new("L", (cw, ch)), other, str(VIEWS[rng.integers(3)]),
+                          int(rng.choice((-1, 1))), ox, otop, oh, float(rng.uniform(0, 1)),
+                          float(rng.uniform(-1, 1)))
         _composite(img, lab, other.colours(), ox, oh, st.light)
         return "person"
     c = np.asarray(st.bg_palette[int(rng.integers(len(st.bg_palette)))], np.float32)
-    c = np.clip(c * rng.uniform(0.6, 1.3), 0, 255)
-    bottom = top + person_h
+    c = np.clip(c * rng.uniform(0.6, 1.3), 0, 255).astype(np.uint8)
     if rng.random() < 0.6:  # bench, car, bin: from below
-        oy0 = int(bottom - rng.uniform(0.2, 0.45) * person_h)
+        oy0 = int(top + person_h - rng.uniform(0.2, 0.45) * person_h)
         half = rng.uniform(0.3, 0.6) * width
         x0 = int(cx + rng.uniform(-0.3, 0.3) * width - half)
         img[oy0:, max(x0, 0):max(int(x0 + 2 * half), 0)] = c
     else:  # pole, doorway, sign: from a side
         s = rng.choice((-1, 1))
-        edge = cx + s * rng.uniform(0.0, 0.15) * width
-        x0, x1 = (int(edge), cw) if s > 0 else (0, int(edge))
-        img[:, x0:x1] = c
+        edge = int(cx + s * rng.uniform(0.0, 0.15) * width)
+        if s > 0:
+            img[:, edge:] = c
+        else:
+            img[:, :edge] = c
     return "object"
 
 
-def _camera(crop: Image.Image, st: CameraStyle, rng: np.random.Generator) -> np.ndarray:
-    """Optics (blur, resolution), photometry (gain, gamma, cast, saturation), then sensor noise."""
-    w, h = crop.size
+def _camera(scene: Image.Image, box: tuple[float, float, float, float], size: tuple[int, int],
+            st: CameraStyle, rng: np.random.Generator) -> np.ndarray:
+    """Crop ``box`` at the camera's resolution, blur, scale to ``size``; then photometry (gain,
+    cast, gamma, saturation) and sensor noise."""
+    w, h = size
+    small = (max(1, round(w * st.resolution)), max(1, round(h * st.resolution)))
+    crop = scene.resize(small, Image.BILINEAR, box=box)
     if st.blur > 0.05:
-        crop = crop.filter(ImageFilter.GaussianBlur(st.blur))
-    if st.resolution < 0.98:
-        small = (max(1, round(w * st.resolution)), max(1, round(h * st.resolution)))
-        crop = crop.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR)
-    x = np.asarray(crop, np.float32) / 255.0
+        crop = crop.filter(ImageFilter.GaussianBlur(st.blur * st.resolution))
+    if small != size:
+        crop = crop.resize(size, Image.BILINEAR)
+    levels = np.arange(256, dtype=np.float32) / 255.0
     gain = st.gain * rng.uniform(0.9, 1.1)
-    x = np.clip(x * gain * np.asarray(st.cast, np.float32), 0.0, 1.0) ** st.gamma
+    lut = np.stack([np.clip(levels * gain * c, 0.0, 1.0) ** st.gamma for c in st.cast], axis=1)
+    x = np.asarray(crop)
+    x = lut[x, np.arange(3)] * 255.0  # per-channel look-up
     grey = x.mean(axis=2, keepdims=True)
-    x = grey + st.saturation * (x - grey)
-    x = x * 255.0 + rng.normal(0.0, st.noise, size=x.shape).astype(np.float32)
+    noise = _noise_field(h, w)
+    ny, nx = int(rng.integers(0, h + 1)), int(rng.integers(0, w + 1))
+    x = grey + st.saturation * (x - grey) + st.noise * noise[ny:ny + h, nx:nx + w]
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -672,7 +623,8 @@ class _Namer:
         self.frame[cam] += int(self.rng.integers(1, 60))
         seq = 1 + self.frame[cam] // 40000 % 6
         pid_s = "-1" if pid < 0 else f"{pid:04d}"
-        return f"{pid_s}_c{cam + 1}s{seq}_{self.frame[cam]:06d}_{int(self.rng.integers(1, 9)):02d}.jpg"
+        box = int(self.rng.integers(1, 9))
+        return f"{pid_s}_c{cam + 1}s{seq}_{self.frame[cam]:06d}_{box:02d}.jpg"
 
 
 def plan(p: dict[str, Any]) -> list[ImageSpec]:
@@ -693,9 +645,12 @@ def plan(p: dict[str, Any]) -> list[ImageSpec]:
         present = sorted(set(cams))
         n_query = max(1, round(p["query_fraction"] * len(present)))
         query_cams = set(rng.choice(present, size=n_query, replace=False).tolist())
-        # A query needs a gallery match in another camera: keep at least one camera whole.
-        if query_cams == set(present) and all(cams.count(c) == 1 for c in present):
-            query_cams.discard(max(query_cams))
+        # A query needs a gallery match in another camera. Giving back one failing query camera
+        # puts its image in the gallery, which then serves every other query camera.
+        for c in sorted(query_cams):
+            if not any(cams.count(o) > (o in query_cams) for o in present if o != c):
+                query_cams.discard(c)
+                break
         for cam in cams:
             if cam in query_cams:
                 query_cams.discard(cam)

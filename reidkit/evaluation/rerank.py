@@ -30,6 +30,7 @@ _BYTES_PER_GB = 1 << 30
 # how many candidates per needed neighbour are re-scored exactly.
 _APPROX_DIM = 64
 _APPROX_CANDIDATES_PER_NEIGHBOUR = 4
+_PAIR_BUFFER_BYTES = 8 << 20
 
 
 def re_rank(
@@ -108,7 +109,7 @@ def re_rank_features(
         raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
     _check_params(k1, k2, lambda_value, max_memory_gb)
     budget = int(max_memory_gb * _BYTES_PER_GB)
-    source = _Features(qf, gf, metric, approximate, budget)
+    source = _Features(qf, gf, metric, approximate)
     return _k_reciprocal(source, k1, k2, lambda_value, budget)
 
 
@@ -171,7 +172,7 @@ class _DistanceBlocks:
         nearest = _k_smallest(rows, k)
         return nearest, row_max, rows
 
-    def squared_pairs(self, i: np.ndarray, j: np.ndarray, budget: int) -> np.ndarray:
+    def squared_pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Unnormalised entries (i, j) of the reference's matrix, i.e. distance (j, i) squared."""
         q = self.num_q
         values = np.empty(len(i), dtype=self.dtype)
@@ -189,9 +190,7 @@ class _DistanceBlocks:
 class _Features:
     """Distances computed from features on demand, in float32 with torch."""
 
-    def __init__(
-        self, qf: torch.Tensor, gf: torch.Tensor, metric: str, approximate: bool, budget: int
-    ) -> None:
+    def __init__(self, qf: torch.Tensor, gf: torch.Tensor, metric: str, approximate: bool) -> None:
         self.feats = torch.cat([qf, gf])
         if metric == "cosine":
             self.feats = torch.nn.functional.normalize(self.feats, dim=1)
@@ -226,40 +225,41 @@ class _Features:
         nearest = torch.topk(rows, k, dim=1, largest=False, sorted=True).indices
         return nearest.numpy(), row_max.numpy(), rows.numpy()
 
-    def _scan_approximate(
-        self, start: int, stop: int, k: int
-    ) -> tuple[np.ndarray, np.ndarray, None]:
+    def _scan_approximate(self, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray, None]:
         rows = self._squared(self.projected, self.projected_sq_norms, slice(start, stop))
         num_candidates = min(self.num, _APPROX_CANDIDATES_PER_NEIGHBOUR * k)
         candidates = torch.topk(rows, num_candidates, dim=1, largest=False).indices
         farthest = rows.argmax(dim=1, keepdim=True)
         del rows
         own = torch.arange(start, stop)[:, None]
-        exact = self._squared_pairs(own.expand_as(candidates), candidates)
+        exact = self._squared_pairs(own.expand_as(candidates), candidates).view(candidates.shape)
         # Exact distances to all queries are cheap next to the gallery-gallery block.
         to_queries = self._squared(self.feats, self.sq_norms, slice(start, stop), slice(self.num_q))
-        row_max = torch.maximum(self._squared_pairs(own, farthest)[:, 0], to_queries.amax(1))
+        row_max = torch.maximum(self._squared_pairs(own, farthest), to_queries.amax(1))
         order = torch.topk(exact, k, dim=1, largest=False, sorted=True).indices
         nearest = torch.gather(candidates, 1, order)
         return nearest.numpy(), row_max.numpy(), None
 
     def _squared_pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        a, b = self.feats[i.reshape(-1)], self.feats[j.reshape(-1)]
-        if self.metric == "cosine":
-            values = (1.0 - (a * b).sum(1)).square_()
-        else:
-            values = (a - b).square_().sum(1)
-        return values.reshape(i.shape)
-
-    def squared_pairs(self, i: np.ndarray, j: np.ndarray, budget: int) -> np.ndarray:
-        step = max(1, budget // (self.feats.shape[1] * 4 * 3))
-        out = np.empty(len(i), dtype=np.float32)
+        i, j = i.reshape(-1), j.reshape(-1)
+        out = torch.empty(len(i))
+        # Gather into two small reused buffers: fresh large gathers cost more in page faults
+        # than in arithmetic.
+        step = max(1, _PAIR_BUFFER_BYTES // (4 * self.feats.shape[1]))
+        buf_a = torch.empty(min(step, len(i)), self.feats.shape[1])
+        buf_b = torch.empty_like(buf_a)
         for lo in range(0, len(i), step):
-            hi = lo + step
-            out[lo:hi] = self._squared_pairs(
-                torch.from_numpy(i[lo:hi]), torch.from_numpy(j[lo:hi])
-            ).numpy()
+            hi = min(lo + step, len(i))
+            a = torch.index_select(self.feats, 0, i[lo:hi], out=buf_a[: hi - lo])
+            b = torch.index_select(self.feats, 0, j[lo:hi], out=buf_b[: hi - lo])
+            if self.metric == "cosine":
+                out[lo:hi] = (1.0 - a.mul_(b).sum(1)).square_()
+            else:
+                out[lo:hi] = a.sub_(b).square_().sum(1)
         return out
+
+    def squared_pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return self._squared_pairs(torch.from_numpy(i), torch.from_numpy(j)).numpy()
 
 
 def _pca_projection(feats: torch.Tensor, dim: int) -> torch.Tensor:
@@ -380,7 +380,7 @@ def _encodings(
         piece.sum_duplicates()
         rows_of_entries = np.repeat(local, np.diff(piece.indptr))
         global_rows = rows_of_entries + start
-        normalised = source.squared_pairs(global_rows, piece.indices.astype(np.int64), budget)
+        normalised = source.squared_pairs(global_rows, piece.indices.astype(np.int64))
         normalised /= row_max[global_rows]
         weight = np.exp(-normalised)
         total = np.bincount(rows_of_entries, weights=weight, minlength=len(ids)).astype(np.float32)
@@ -403,9 +403,9 @@ def _combine_jaccard(
     col_count = np.diff(gallery.indptr)
     # Joined (query, gallery, k) triplets per query, to size the chunks.
     entry_rows = np.repeat(np.arange(num_q), np.diff(queries.indptr))
-    pairs_per_query = np.bincount(
-        entry_rows, weights=col_count[queries.indices], minlength=num_q
-    ).astype(np.int64)
+    pairs_per_query = np.bincount(entry_rows, weights=col_count[queries.indices], minlength=num_q).astype(
+        np.int64
+    )
     max_pairs = max(1, budget // 2 // 64)
     max_rows = max(1, budget // 2 // (num_g * 24))
     cum = np.concatenate([[0], np.cumsum(pairs_per_query)])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -34,7 +36,10 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown backbone {arch!r}; known: {', '.join(ARCHITECTURES)}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, not {last_stride!r}")
-        net = ARCHITECTURES[arch](weights=None)
+        state_dict = resolve_pretrained(arch, pretrained)
+        # With weights to load, build on the meta device: initialising them first is wasted work.
+        with torch.device("meta") if state_dict is not None else contextlib.nullcontext():
+            net = ARCHITECTURES[arch](weights=None)
         if last_stride == 1:
             _unstride(net.layer4[0])
         self.arch = arch
@@ -43,10 +48,9 @@ class ResNetBackbone(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
-        state_dict = resolve_pretrained(arch, pretrained)
         if state_dict is not None:
             source = str(pretrained) if pretrained is not True else f"torchvision's {arch}"
-            load_weights(self, state_dict, source=source)
+            load_weights(self, state_dict, source=source, assign=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -78,9 +78,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
             raise CheckpointError(
                 f"{path} holds a model with {key}={config.get(key)!r}, but {key}={want!r} is needed"
             )
+    if "pretrained" in config:  # the stored weights replace any ImageNet initialisation
+        config = {**config, "pretrained": None}
     model = build_model(**config)
     load_weights(model, load_file(str(_existing(path)), device=str(map_location)), source=str(path))
-    return model.to(map_location)
+    return model.to(map_location).eval()
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

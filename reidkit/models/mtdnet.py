@@ -54,6 +54,7 @@ from reidkit.losses.verification import verification_loss
 TRUNKS = ("caffenet", "resnet18", "resnet50")
 VARIANTS = ("mtd", "trp", "cls", "rnk")
 MAP_CHANNELS = 256  # channels of the shared maps (CaffeNet conv2; ResNet trunks project to it)
+_LAYER3_CHANNELS = {"resnet18": 256, "resnet50": 1024}
 
 
 class CaffeNetTrunk(nn.Module):
@@ -96,9 +97,8 @@ class ResNetTrunk(nn.Module):
         net = {"resnet18": resnet18, "resnet50": resnet50}[depth](weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
-        layer3_channels = net.layer3[-1].conv1.in_channels * (4 if depth == "resnet50" else 1)
         self.neck = nn.Sequential(
-            nn.Conv2d(layer3_channels, MAP_CHANNELS, kernel_size=1, bias=False),
+            nn.Conv2d(_LAYER3_CHANNELS[depth], MAP_CHANNELS, kernel_size=1, bias=False),
             nn.BatchNorm2d(MAP_CHANNELS),
             nn.ReLU(inplace=True),
         )
@@ -135,21 +135,18 @@ class VerificationHead(nn.Module):
         return self.from_conv3(self.conv3(torch.cat([maps_a, maps_b], dim=1)), return_fc7)
 
     def conv3_parts(self, maps: Tensor) -> tuple[Tensor, Tensor]:
-        """conv3's response to ``maps`` placed first and placed second in a pair, without bias.
+        """conv3's response to ``maps`` placed first (bias included) and placed second in a pair.
 
-        conv3 is linear in its input, so ``conv3(cat(a, b)) = first(a) + second(b) + bias``:
-        gallery ranking computes each image's parts once instead of once per pair.
+        conv3 is linear in its input, so ``conv3(cat(a, b)) = first(a) + second(b)``: gallery
+        ranking computes each image's parts once instead of once per pair.
         """
         c = self.map_channels
         w = self.conv3.weight
-        return (F.conv2d(maps, w[:, :c], padding=1), F.conv2d(maps, w[:, c:], padding=1))
-
-    def from_conv3_parts(self, first: Tensor, second: Tensor) -> Tensor:
-        """Logits for pairs whose :meth:`conv3_parts` are given (broadcasting over leading dims)."""
-        pre = first + second + self.conv3.bias[:, None, None]
-        return self.from_conv3(pre.flatten(0, -4))
+        return (F.conv2d(maps, w[:, :c], self.conv3.bias, padding=1),
+                F.conv2d(maps, w[:, c:], padding=1))
 
     def from_conv3(self, pre: Tensor, return_fc7: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The head from conv3's output (N, 384, h, w), before its ReLU, to the logits."""
         x = F.relu(self.conv5(F.relu(self.conv4(F.relu(pre)))))
         x = self.dropout(F.relu(self.fc6(self.pool5(x).flatten(1))))
         fc7 = self.fc7(x)
@@ -228,6 +225,11 @@ class MTDNet(nn.Module):
         """Shared maps (N, 256, h, w) of images (N, 3, H, W); 13x13 for 227x227 CaffeNet input."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if list(images.shape[2:]) != self.config["input_size"]:
+            raise ValueError(
+                f"this model takes {self.config['input_size'][0]}x{self.config['input_size'][1]} "
+                f"images (input_size), got {images.shape[2]}x{images.shape[3]}; resize the "
+                "images or build the model with the input_size you use")
         if self.caffe_input:
             images = images[:, [2, 1, 0]] * 255.0  # RGB in [0, 1] -> Caffe's BGR in [0, 255]
         return self.trunk(images)
@@ -237,11 +239,6 @@ class MTDNet(nn.Module):
         if self.rank_fc is None:
             raise ValueError("the 'cls' MTDnet variant has no ranking head; rank its gallery by "
                              "pair scores (reidkit.retrieval.pair_ranking)")
-        if tuple(maps.shape[1:]) != self.map_shape:
-            raise ValueError(
-                f"trunk maps of shape {tuple(maps.shape[1:])} do not fit this model, built for "
-                f"{self.map_shape} (input_size={self.config['input_size']}); resize the images "
-                "or build the model with the input_size you use")
         return F.normalize(self.rank_fc(maps.flatten(1)), dim=1)
 
     def verify_logits(
@@ -436,14 +433,14 @@ def load_trunk_weights(model: MTDNet, path: str | Path) -> list[str]:
     state = _read_state_dict(Path(path))
     own = model.trunk.state_dict()
     if model.config["trunk"] == "caffenet":
-        mapping = {k: _find_key(state, names, k, path) for k, names in _CAFFENET_KEYS.items()}
+        candidates = _CAFFENET_KEYS
         hint = ("CaffeNet needs conv1.weight 96x3x11x11 and conv2.weight 256x48x5x5 (group 2), "
                 "i.e. the BVLC CaffeNet/AlexNet weights converted to PyTorch; torchvision's "
                 "alexnet (64/192 channels, no groups) is not CaffeNet")
     else:
-        mapping = {k: _find_key(state, (k, f"trunk.{k}"), k, path)
-                   for k in own if not k.startswith("neck.")}
+        candidates = {k: (k, f"trunk.{k}") for k in own if not k.startswith("neck.")}
         hint = f"the trunk is torchvision's {model.config['trunk']}; use that network's weights"
+    mapping = {k: _find_key(state, names, k, path, hint) for k, names in candidates.items()}
     wrong = [f"{k}: file {tuple(state[src].shape)} vs model {tuple(own[k].shape)}"
              for k, src in mapping.items() if state[src].shape != own[k].shape]
     if wrong:
@@ -474,10 +471,10 @@ def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
 
 
 def _find_key(state: Mapping[str, Tensor], names: Sequence[str], param: str,
-              path: str | Path) -> str:
+              path: str | Path, hint: str) -> str:
     for name in names:
         if name in state:
             return name
     sample = ", ".join(list(state)[:6])
     raise ValueError(f"no weights for trunk parameter {param} in {path} (looked for "
-                     f"{', '.join(names)}; the file has {sample}, ...)")
+                     f"{', '.join(names)}; the file has {sample}, ...): {hint}")

@@ -1,4 +1,4 @@
-"""Pretrained backbone weights: local files (torchvision ``.pth`` or ``.safetensors``) or torchvision's URLs."""
+"""Pretrained backbone weights: local .pth or .safetensors files, or torchvision's download URLs."""
 
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ def download_imagenet_weights(arch: str, progress: bool = True) -> dict[str, tor
     except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash a RuntimeError
         raise RuntimeError(
             f"could not download the ImageNet weights of {arch} from {url} ({e}). Download that "
-            f"file on a machine with internet access and pass the local file instead, e.g. "
-            f"backbone_weights=/path/{file_name} (in Python: pretrained='/path/{file_name}')"
+            f"file on a machine with internet access and pass the local file instead: "
+            f"model.pretrained=/path/{file_name} in a reidkit config or on the command line, "
+            f"build_model(..., pretrained='/path/{file_name}') in Python"
         ) from e
 
 
@@ -88,11 +89,14 @@ def load_weights(
     state_dict: dict[str, torch.Tensor],
     source: str,
     ignore_prefixes: tuple[str, ...] = ("fc.",),
+    assign: bool = False,
 ) -> None:
     """Load ``state_dict`` into ``module`` strictly, naming the mismatched keys if it does not fit.
 
     Keys under ``ignore_prefixes`` (the ImageNet classifier) are dropped first. BatchNorm's
     ``num_batches_tracked`` may be absent, as it is in torchvision's older weight files.
+    ``assign`` makes the module take the given tensors (cast to its dtypes) instead of copying
+    them, which is how a module built on the meta device gets real weights.
     """
     expected = module.state_dict()
     given = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
@@ -119,4 +123,6 @@ def load_weights(
             f"weights from {source} do not fit {type(module).__name__}: {'; '.join(problems)}. "
             "Pass weights of the same architecture (e.g. resnet50 weights for backbone='resnet50')"
         )
-    module.load_state_dict(given, strict=False)
+    if assign:
+        given = {k: v.to(expected[k].dtype) for k, v in given.items()}
+    module.load_state_dict(given, strict=False, assign=assign)

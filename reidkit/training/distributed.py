@@ -33,14 +33,14 @@ class DistContext:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
-    def mean(self, values: list[float]) -> list[float]:
-        """Average ``values`` over all ranks (identity on one process)."""
+    def sum(self, values: list[float]) -> list[float]:
+        """Sum ``values`` over all ranks (identity on one process)."""
         if not self.enabled:
             return values
         tensor = torch.tensor(values, dtype=torch.float64,
                               device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(tensor)
-        return (tensor / self.world_size).tolist()
+        return tensor.tolist()
 
     def barrier(self) -> None:
         if self.enabled:

@@ -26,13 +26,14 @@ Conventions where the paper is silent:
 - **First loss.** A task's first loss only initialises its average: ``k_{-1} = L_0`` gives
   ``k_0 = L_0`` and ``p_0 = 1`` whatever the loss, so ``FL_0 = 0`` carries no information and is
   not used. A task's FL is defined from the update that brings its *second* loss on (``p_1``).
-  Until both tasks have an FL the objective is ID alone on random batches, and ``Decision.fl`` and
-  ``Decision.p`` are None.
+  Until both tasks have an FL the objective is ID alone on random batches (except with
+  ``combine="fixed"``), and ``Decision.fl`` and ``Decision.p`` are None.
 - **No valid triplet.** ``tp_loss=None`` leaves the triplet task untouched: its ``k`` and ``p``
   (hence ``FL_tp``) keep their values and the update does not count as one of its losses.
 - **Zero values.** ``FL_id == 0`` (the ID average did not fall) selects the joint objective, as
-  the paper says, without dividing by zero; with ``combine="focal"`` that joint step may carry
-  weights 0 and 0. A zero average ``k_{r-1} = 0`` gives ``p = 1``.
+  the paper says, without dividing by zero; with ``combine="focal"`` that joint step gives the ID
+  loss weight 0 (and the triplet loss too when ``FL_tp`` is 0). A zero average ``k_{r-1} = 0``
+  gives ``p = 1``.
 - **Rounding.** Since losses are non-negative, ``k_r >= (1 - alpha) * k_{r-1}``, so ``p`` is
   clamped to ``[1 - alpha, 1]`` to absorb float rounding (tiny or subnormal losses); FL is then
   always finite.
@@ -61,7 +62,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Objective = Literal["id", "joint"]
 Sampler = Literal["random", "balanced"]
@@ -69,8 +70,8 @@ Combine = Literal["focal", "sum", "focal-normalized", "fixed"]
 UpdateMode = Literal["iteration", "epoch"]
 
 TASKS = ("id", "tp")
-COMBINE_MODES = ("focal", "sum", "focal-normalized", "fixed")
-UPDATE_MODES = ("iteration", "epoch")
+COMBINE_MODES: tuple[str, ...] = get_args(Combine)
+UPDATE_MODES: tuple[str, ...] = get_args(UpdateMode)
 _STATE_VERSION = 1
 
 
@@ -144,7 +145,8 @@ class DynamicLossScheduler:
         delta: threshold on ``FL_tp / FL_id`` below which the ID objective alone is used, >= 0.
         combine: joint weights, one of ``"focal"``, ``"sum"``, ``"focal-normalized"``, ``"fixed"``.
         update: ``"iteration"`` (the paper) or ``"epoch"`` (decide once per epoch on mean losses).
-        fixed_weights: ``{"id": w, "tp": w}``, required with ``combine="fixed"`` and only then.
+        fixed_weights: ``{"id": w, "tp": w}``, required with ``combine="fixed"``, ignored otherwise
+            (a config may carry them whatever the mode).
 
     Use: read :attr:`decision` before a step, call :meth:`update` after it (and :meth:`end_epoch`
     at the end of each epoch). See the module docstring for the exact conventions.
@@ -166,14 +168,11 @@ class DynamicLossScheduler:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_MODES)}; got {combine!r}")
         if update not in UPDATE_MODES:
             raise ValueError(f"update must be one of {', '.join(UPDATE_MODES)}; got {update!r}")
-        if (combine == "fixed") != (fixed_weights is not None):
-            raise ValueError(
-                'fixed_weights is required with combine="fixed" and not allowed otherwise; '
-                f"got combine={combine!r}, fixed_weights={fixed_weights!r}"
-            )
+        if combine == "fixed" and fixed_weights is None:
+            raise ValueError('combine="fixed" needs fixed_weights, e.g. {"id": 1.0, "tp": 1.0}')
         self.combine: Combine = combine
         self.update_mode: UpdateMode = update
-        self.fixed_weights = None if fixed_weights is None else _check_fixed_weights(fixed_weights)
+        self.fixed_weights = _check_fixed_weights(fixed_weights) if combine == "fixed" else None
         # k: latest average (None before the first loss); p: latest ratio (None before the second).
         self._k: dict[str, float | None] = dict.fromkeys(TASKS)
         self._p: dict[str, float | None] = dict.fromkeys(TASKS)
@@ -302,7 +301,6 @@ class DynamicLossScheduler:
         k_prev = self._k[task]
         if k_prev is None:  # first loss: k_{-1} = L_0, so k_0 = L_0 and p_0 = 1 is not used
             self._k[task] = loss
-            self._p[task] = 1.0
             return
         k = self.alpha * loss + (1.0 - self.alpha) * k_prev
         p = 1.0 if k_prev == 0.0 else min(k, k_prev) / k_prev

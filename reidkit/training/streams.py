@@ -80,10 +80,12 @@ class BatchStream:
 
     def __next__(self) -> Any:
         if self._iterator is None:
+            # a private generator: creating the loader must not draw from the global RNG, which
+            # drives dropout and must replay identically after a resume
             batches = _SeededBatches(self.sampler, self.seed, self.stream_id, self.epoch, self.position)
             loader = DataLoader(_SeededDataset(self.dataset), batch_sampler=batches,  # type: ignore[arg-type]
                                 num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                persistent_workers=False)
+                                generator=torch.Generator().manual_seed(self.seed))
             self._iterator = iter(loader)
         batch = next(self._iterator)
         self.position += 1

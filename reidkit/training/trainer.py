@@ -203,20 +203,26 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at step {self.step}; lower optim.lr/optim.new_lr")
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.lr_schedule.step()
         self.step += 1
-        values = [loss_id.item(), trip.loss.item() if trip.num_valid > 0 else float("nan")]
-        id_value, tp_value = self.dist.mean(values)
-        self.scheduler.update(id_value, None if math.isnan(tp_value) else tp_value)
+        # every rank must decide alike: average the ID loss over ranks, and the triplet loss over
+        # the ranks whose batch had a valid triplet
+        valid = trip.num_valid > 0
+        id_sum, tp_sum, tp_count = self.dist.sum(
+            [loss_id.item(), trip.loss.item() if valid else 0.0, float(valid)])
+        id_value = id_sum / self.dist.world_size
+        tp_value = tp_sum / tp_count if tp_count else None
+        self.scheduler.update(id_value, tp_value)
         return {"step": self.step, "epoch": self.epoch, "id_loss": id_value,
-                "tp_loss": None if math.isnan(tp_value) else tp_value, "loss": loss.item(),
+                "tp_loss": tp_value, "loss": loss.item(),
                 "objective": decision.objective, "sampler": decision.sampler,
                 "w_id": decision.weights["id"], "w_tp": decision.weights["tp"],
-                "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": lr}
 
     def scheduler_end_epoch(self) -> None:
         if self.cfg.dynamic.update == "epoch":
@@ -230,7 +236,8 @@ class Trainer:
         result = evaluate_rank(distmat, np.array([r.pid for r in query]),
                                np.array([r.pid for r in gallery]),
                                np.array([r.camid for r in query]),
-                               np.array([r.camid for r in gallery]))
+                               np.array([r.camid for r in gallery]),
+                               max_rank=min(50, len(gallery)))
         return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
                 "rank5": float(result.cmc[min(4, len(result.cmc) - 1)]),
                 "mINP": float(result.mINP)}

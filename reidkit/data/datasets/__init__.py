@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reidkit.data.dataset import ReIDDataset
+from reidkit.data.datasets._common import DatasetLayoutError
 
 DatasetLoader = Callable[..., ReIDDataset]
 _REGISTRY: dict[str, DatasetLoader] = {}
@@ -23,6 +24,7 @@ def register(*names: str) -> Callable[[DatasetLoader], DatasetLoader]:
 
 
 def list_datasets() -> list[str]:
+    """Registered data set names (normalised: lowercase, no '-' or '_')."""
     return sorted(_REGISTRY)
 
 
@@ -32,3 +34,19 @@ def load_dataset(name: str, root: str | Path, **opts) -> ReIDDataset:
     if key not in _REGISTRY:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
     return _REGISTRY[key](Path(root).expanduser(), **opts)
+
+
+# The parsers register themselves on import; they import ``register`` from this module, hence last.
+from reidkit.data.datasets import (  # noqa: E402, F401, I001
+    cuhk01,
+    cuhk03,
+    dukemtmcreid,
+    folder,
+    ilids,
+    market1501,
+    msmt17,
+    prid2011,
+    viper,
+)
+
+__all__ = ["DatasetLayoutError", "DatasetLoader", "list_datasets", "load_dataset", "register"]

@@ -39,7 +39,9 @@ def find_base(root: Path, required: Sequence[str], parents: Sequence[str]) -> Pa
     return None
 
 
-def scan(folder: Path, pattern: re.Pattern[str]) -> tuple[list[tuple[str, re.Match[str]]], list[str]]:
+def scan(
+    folder: Path, pattern: re.Pattern[str]
+) -> tuple[list[tuple[str, re.Match[str]]], list[str]]:
     """Split the entry names of ``folder`` into (name, match) pairs, sorted, and the strays.
 
     Only the directory listing is read (no per-file stat), so that folders of tens of thousands
@@ -95,6 +97,6 @@ def split_ids(
     return [p for p in pool if p not in test], sorted(test)
 
 
-def join(folder: Path, name: str) -> str:
-    """``folder/name`` as a string (records store plain string paths)."""
-    return os.path.join(folder, name)
+def prefix(folder: Path) -> str:
+    """``folder`` as a string ending in a separator: records store ``prefix + name`` paths."""
+    return os.path.join(folder, "")

@@ -20,8 +20,8 @@ from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
-    join,
     layout_error,
+    prefix,
     scan,
     split_ids,
     split_rng,
@@ -54,9 +54,10 @@ def load_cuhk01(root: Path, *, split: int = 0, test_ids: int = 100, seed: int = 
             _SOURCE,
         )
     by_pid: dict[int, list[ImageRecord]] = defaultdict(list)
+    pre = prefix(folder)
     for name, m in matched:
         camid = 0 if int(m.group(2)) <= 2 else 1
-        by_pid[int(m.group(1))].append(ImageRecord(join(folder, name), int(m.group(1)), camid))
+        by_pid[int(m.group(1))].append(ImageRecord(pre + name, int(m.group(1)), camid))
     # Only identities seen by both cameras can be probed single-shot across views.
     usable = {p for p, recs in by_pid.items() if {r.camid for r in recs} == {0, 1}}
     notes = stray_note(strays, "campus/", _SAMPLE)

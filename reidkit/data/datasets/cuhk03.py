@@ -35,15 +35,16 @@ import tempfile
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import scipy.io
-from PIL import Image
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import check_split, join, layout_error, split_rng
+from reidkit.data.datasets._common import check_split, layout_error, prefix, split_rng
+
+if TYPE_CHECKING:
+    import h5py
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ _SOURCE = (
 
 
 def camid_of(pair: int, view: int) -> int:
-    """Camera index of ``view`` (1 or 2) of camera ``pair`` (1..5): ``2 * (pair - 1) + view - 1``."""
+    """Camera index of ``view`` (1 or 2) of camera ``pair`` (1..5): 2 * (pair - 1) + view - 1."""
     return 2 * (pair - 1) + view - 1
 
 
@@ -89,6 +90,8 @@ def _find_mat(base: Path) -> Path | None:
 
 
 def _open_h5(mat: Path) -> h5py.File:
+    import h5py  # imported on use: only CUHK03 needs it
+
     try:
         return h5py.File(mat, "r")
     except OSError as exc:
@@ -125,6 +128,8 @@ def extract_images(mat: Path, variant: str, dest: Path) -> int:
             f"cannot write the extracted CUHK03 images next to {dest} ({exc}); make "
             f"{dest.parent} writable or copy the data set to a writable folder"
         ) from exc
+    from PIL import Image
+
     log.info("extracting CUHK03 %s images from %s into %s (done once)", variant, mat, dest)
     count = 0
     try:
@@ -186,9 +191,11 @@ def _new_protocol(base: Path, variant: str, notes: list[str]) -> ReIDDataset:
     if not config.is_file():
         raise layout_error("cuhk03", base, f"{config.name} not found",
                            _LAYOUT.format(root=base), _SOURCE)
+    import scipy.io  # imported on use: only CUHK03 needs it
+
     try:
         cfg = scipy.io.loadmat(config)
-    except (ValueError, NotImplementedError, OSError) as exc:
+    except (ValueError, NotImplementedError, OSError, scipy.io.matlab.MatReadError) as exc:
         raise ValueError(
             f"cannot read {config} ({exc}); expected the MATLAB v5 file of the CUHK03-NP release"
         ) from exc
@@ -197,6 +204,7 @@ def _new_protocol(base: Path, variant: str, notes: list[str]) -> ReIDDataset:
         raise ValueError(f"{config} lacks {', '.join(missing_keys)}; is it the CUHK03-NP file?")
     folder, names = _image_names(base, variant, notes)
     filelist = [_mat_str(c) for c in cfg["filelist"].ravel()]
+    pre = prefix(folder)
     labels = cfg["labels"].ravel().astype(np.int64)
 
     def records(key: str) -> list[ImageRecord]:
@@ -206,7 +214,7 @@ def _new_protocol(base: Path, variant: str, notes: list[str]) -> ReIDDataset:
             m = _NAME.fullmatch(name)
             if m is None:
                 raise ValueError(f"{config}: unexpected file name {name!r} in filelist")
-            out.append(ImageRecord(join(folder, name), int(labels[i]),
+            out.append(ImageRecord(pre + name, int(labels[i]),
                                    camid_of(int(m.group(1)), int(m.group(3)))))
         return out
 
@@ -233,12 +241,13 @@ def _classic_protocol(
     check_split(split, len(testsets), "cuhk03 (classic protocol)")
     folder, names = _image_names(base, variant, notes)
     persons: dict[tuple[int, int], list[ImageRecord]] = defaultdict(list)
+    pre = prefix(folder)
     for name in sorted(names):
         m = _NAME.fullmatch(name)
         if m is not None:
             pair, person = int(m.group(1)), int(m.group(2))
             camid = camid_of(pair, int(m.group(3)))
-            persons[pair, person].append(ImageRecord(join(folder, name), 1000 * pair + person,
+            persons[pair, person].append(ImageRecord(pre + name, 1000 * pair + person,
                                                      camid))
     test = set(testsets[split])
     pool = sorted(k for k in persons if k[0] in CLASSIC_PAIRS and k not in test)

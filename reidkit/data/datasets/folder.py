@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import IMAGE_SUFFIXES, join, layout_error, stray_note
+from reidkit.data.datasets._common import IMAGE_SUFFIXES, layout_error, prefix, stray_note
 
 SUBSET_FOLDERS = {
     "train": ("train", "bounding_box_train"),
@@ -54,6 +54,11 @@ def _camera(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _is_junk(identity: str) -> bool:
+    """Pid -1 marks junk images, as in Market-1501."""
+    return _INT.fullmatch(identity) is not None and int(identity) == -1
+
+
 def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
@@ -64,6 +69,7 @@ def _scan_subset(folder: Path) -> tuple[list[_Item], list[str]]:
         entries = sorted(it, key=lambda e: e.name)
     items: list[_Item] = []
     strays: list[str] = []
+    pre = prefix(folder)
     if any(e.is_dir() for e in entries):
         for entry in entries:
             if not entry.is_dir():
@@ -72,7 +78,7 @@ def _scan_subset(folder: Path) -> tuple[list[_Item], list[str]]:
             with os.scandir(entry.path) as it:
                 for f in sorted(it, key=lambda e: e.name):
                     if _is_image(f.name) and not f.is_dir():
-                        items.append(_Item(join(folder / entry.name, f.name), entry.name,
+                        items.append(_Item(f"{pre}{entry.name}{os.sep}{f.name}", entry.name,
                                            _camera(f.name)))
                     else:
                         strays.append(f"{entry.name}/{f.name}")
@@ -82,7 +88,7 @@ def _scan_subset(folder: Path) -> tuple[list[_Item], list[str]]:
                 strays.append(entry.name)
                 continue
             m = _PID.match(entry.name)
-            items.append(_Item(join(folder, entry.name), m.group(1) if m else None,
+            items.append(_Item(pre + entry.name, m.group(1) if m else None,
                                _camera(entry.name)))
     return items, strays
 
@@ -113,7 +119,8 @@ def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
         scanned[role], strays = _scan_subset(folder)
         notes += stray_note(strays, f"{role} folder {folder}", "an image (.jpg, .png, ...)")
 
-    identities = {it.identity for items in scanned.values() for it in items if it.identity}
+    identities = {it.identity for items in scanned.values() for it in items
+                  if it.identity is not None and not _is_junk(it.identity)}
     numeric = all(_INT.fullmatch(name) for name in identities)
     order = {name: i for i, name in enumerate(sorted(identities))}
     search_only = folders["query"] is None
@@ -129,11 +136,11 @@ def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
                     unlabeled += 1
                     continue
                 pid = -1
+            elif _is_junk(it.identity):
+                junk += 1
+                continue
             else:
                 pid = int(it.identity) if numeric else order[it.identity]
-                if pid == -1:
-                    junk += 1
-                    continue
             kept[role].append(it)
             pids[role].append(pid)
         if junk:
@@ -154,6 +161,8 @@ def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
     if not with_cams:
         notes.append("query/gallery file names carry no camera id (like _c3): every query and "
                      "gallery image counts as its own camera")
+    if any(it.camera is None for it in kept["train"]):
+        notes.append("training images without a camera id (like _c3) get camid 0")
 
     def records(role: str, first_unique: int) -> list[ImageRecord]:
         out = []

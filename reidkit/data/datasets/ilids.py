@@ -19,8 +19,8 @@ from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
-    join,
     layout_error,
+    prefix,
     scan,
     split_ids,
     split_rng,
@@ -58,8 +58,9 @@ def load_ilids(root: Path, *, split: int = 0, test_ids: int = 60, seed: int = 0)
             _SOURCE,
         )
     by_pid: dict[int, list[str]] = defaultdict(list)
+    pre = prefix(folder)
     for name, m in matched:
-        by_pid[int(m.group(1))].append(join(folder, name))
+        by_pid[int(m.group(1))].append(pre + name)
     notes = stray_note(strays, str(folder), _SAMPLE)
     # A test identity needs two images: one query, one gallery.
     candidates = [p for p, paths in by_pid.items() if len(paths) >= 2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import find_base, join, layout_error, scan, stray_note
+from reidkit.data.datasets._common import find_base, layout_error, prefix, scan, stray_note
 
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
 
@@ -35,7 +35,10 @@ def parse_market_style(
     """
     base = find_base(root, SUBSETS, parents)
     if base is None:
-        missing = [s + "/" for s in SUBSETS if not (root / s).is_dir()]
+        # report against the candidate folder that holds part of the layout, if any
+        partial = next((c for c in (root, *(root / p for p in parents))
+                        if any((c / s).is_dir() for s in SUBSETS)), root)
+        missing = [f"{partial / s}/" for s in SUBSETS if not (partial / s).is_dir()]
         layout = (
             f"{root}/ (or {root}/{parents[0]}/) holding {', '.join(s + '/' for s in SUBSETS)} "
             f"with images named like {sample}"
@@ -51,6 +54,7 @@ def parse_market_style(
         folder = base / subset
         matched, strays = scan(folder, pattern)
         records: list[ImageRecord] = []
+        pre = prefix(folder)
         junk = distractors = 0
         for name, m in matched:
             pid = int(m.group(1))
@@ -59,7 +63,7 @@ def parse_market_style(
             elif pid == 0 and subset != "bounding_box_test":
                 distractors += 1
             else:
-                records.append(ImageRecord(join(folder, name), pid, int(m.group(2)) - 1))
+                records.append(ImageRecord(pre + name, pid, int(m.group(2)) - 1))
         notes += stray_note(strays, f"{subset}/", sample)
         if junk:
             notes.append(f"dropped {junk} junk image(s) (pid -1) from {subset}/")

@@ -8,12 +8,11 @@ Only the lists are read, never the image folders' contents.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import layout_error
+from reidkit.data.datasets._common import layout_error, prefix
 
 _FOLDERS = {"v1": ("train", "test"), "v2": ("mask_train_v2", "mask_test_v2")}
 _LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
@@ -45,7 +44,7 @@ def _read_list(path: Path, folder: Path) -> tuple[list[ImageRecord], int]:
     """Records of one list file and the number of lines that do not parse."""
     records: list[ImageRecord] = []
     bad = 0
-    prefix = str(folder)
+    pre = prefix(folder)
     with open(path, encoding="utf-8") as lines:
         for line in lines:
             fields = line.split()
@@ -54,7 +53,7 @@ def _read_list(path: Path, folder: Path) -> tuple[list[ImageRecord], int]:
             try:
                 rel, pid = fields
                 camera = int(rel.rsplit("/", 1)[-1].split("_")[2])
-                records.append(ImageRecord(os.path.join(prefix, rel), int(pid), camera - 1))
+                records.append(ImageRecord(pre + rel, int(pid), camera - 1))
             except (ValueError, IndexError):
                 bad += 1
     return records, bad

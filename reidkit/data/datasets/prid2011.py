@@ -1,10 +1,10 @@
 """PRID2011 single-shot (Hirzer et al., SCIA 2011).
 
 Files ``single_shot/cam_a/person_0001.png`` (385 persons) and ``single_shot/cam_b/person_0001.png``
-(749 persons); persons 1..200 appear in both cameras. Protocol: 10 seeded splits of the shared
-persons into 100 training / 100 test; query = the test persons' camera-A images (camid 0), gallery =
-their camera-B images plus every camera-B person not seen by camera A (100 + 549 = 649, camid 1).
-Camera-A persons not seen by camera B are not used.
+(749 persons). Persons 1..200 are the same people in both cameras; higher numbers are different
+people in each camera. Protocol: 10 seeded splits of the 200 shared persons into 100 training /
+100 test; query = the test persons' camera-A images (camid 0), gallery = their camera-B images
+plus camera-B persons 201..749 (100 + 549 = 649, camid 1). Camera-A persons 201..385 are not used.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
-    join,
     layout_error,
+    prefix,
     scan,
     split_ids,
     split_rng,
@@ -26,6 +26,7 @@ from reidkit.data.datasets._common import (
 )
 
 NUM_SPLITS = 10
+SHARED = 200  # persons 1..SHARED appear in both cameras
 _NAME = re.compile(r"person_(\d+)\.(?:png|jpg|jpeg|bmp)", re.IGNORECASE)
 _SAMPLE = "person_0001.png"
 _SOURCE = (
@@ -54,21 +55,22 @@ def load_prid2011(root: Path, *, split: int = 0, seed: int = 0) -> ReIDDataset:
     notes: list[str] = []
     for camid, sub in enumerate(("cam_a", "cam_b")):
         matched, strays = scan(base / sub, _NAME)
+        pre = prefix(base / sub)
         notes += stray_note(strays, sub + "/", _SAMPLE)
         cams.append(
-            {int(m.group(1)): ImageRecord(join(base / sub, n), int(m.group(1)), camid)
+            {int(m.group(1)): ImageRecord(pre + n, int(m.group(1)), camid)
              for n, m in matched}
         )
-    shared = cams[0].keys() & cams[1].keys()
+    shared = {p for p in cams[0].keys() & cams[1].keys() if p <= SHARED}
     if len(shared) < 2:
-        raise layout_error("prid2011", base, "fewer than two persons appear in both cameras",
+        raise layout_error("prid2011", base, f"fewer than two of persons 1..{SHARED} appear in both cameras",
                            f"cam_a/ and cam_b/ holding images named like {_SAMPLE}", _SOURCE)
 
     train_ids, test_ids = split_ids(shared, len(shared) // 2, split_rng(seed, split), "prid2011")
     train = [cams[c][p] for p in train_ids for c in (0, 1)]
     query = [cams[0][p] for p in test_ids]
     gallery = [cams[1][p] for p in test_ids]
-    gallery += [cams[1][p] for p in sorted(cams[1].keys() - shared)]
+    gallery += [cams[1][p] for p in sorted(cams[1]) if p > SHARED]
     return ReIDDataset(
         "prid2011", relabel(train), query, gallery, split=split, num_splits=NUM_SPLITS, notes=notes
     )

@@ -15,8 +15,8 @@ from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
-    join,
     layout_error,
+    prefix,
     scan,
     split_ids,
     split_rng,
@@ -50,9 +50,10 @@ def load_viper(root: Path, *, split: int = 0, seed: int = 0) -> ReIDDataset:
     notes: list[str] = []
     for camid, sub in enumerate(("cam_a", "cam_b")):
         matched, strays = scan(base / sub, _NAME)
+        pre = prefix(base / sub)
         notes += stray_note(strays, sub + "/", _SAMPLE)
         cams.append(
-            {int(m.group(1)): ImageRecord(join(base / sub, n), int(m.group(1)), camid)
+            {int(m.group(1)): ImageRecord(pre + n, int(m.group(1)), camid)
              for n, m in matched}
         )
     shared = cams[0].keys() & cams[1].keys()
