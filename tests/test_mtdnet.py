@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -269,12 +270,14 @@ def test_load_caffenet_weights_by_name(tmp_path) -> None:
         assert torch.equal(model.trunk.state_dict()[k], v)
 
 
-def test_load_caffenet_weights_sequential_safetensors(tmp_path) -> None:
-    model = MTDNet(input_size=SMALL)
+def test_pretrained_option_reads_sequential_safetensors(tmp_path) -> None:
     state = _caffenet_state("features.0", "features.4")
     save_file(state, str(tmp_path / "c.safetensors"))
-    load_trunk_weights(model, tmp_path / "c.safetensors")
+    model = MTDNet(input_size=SMALL, pretrained=tmp_path / "c.safetensors")
     assert torch.equal(model.trunk.conv2.weight, state["features.4.weight"])
+    assert model.config["pretrained"] is None  # a checkpoint's weights replace these
+    with pytest.raises(ValueError, match="pretrained=<path>"):
+        MTDNet(input_size=SMALL, pretrained=True)
 
 
 def test_torchvision_alexnet_is_refused_clearly(tmp_path) -> None:
@@ -312,5 +315,7 @@ def test_config_round_trip(images: torch.Tensor) -> None:
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
     assert rebuilt.config == model.config
+    # the registry passes config entries as named options: build_mtdnet must declare them all
+    assert set(model.config) <= set(inspect.signature(build_mtdnet).parameters)
     assert model.map_shape == (256, 7, 6)
     assert model.config["caffe_input"] is False

@@ -50,6 +50,9 @@ def test_pyramid_pool_matches_sliced_pooling(height):
     torch.testing.assert_close(pooled, expected)
     # the last branch is the whole map
     torch.testing.assert_close(pooled[-1], fmap.mean((2, 3)) + fmap.amax((2, 3)))
+    some = [(first, lv) for lv in (2, 5) for first in range(7 - lv)]
+    torch.testing.assert_close(pyramid_pool(fmap, 6, [2, 5]),
+                               _reference_pool(fmap, stripe_bounds(height, 6), some))
 
 
 def test_branch_structure(pyramid):

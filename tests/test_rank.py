@@ -48,7 +48,7 @@ def reference_cuhk03_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, 
     ids = np.unique(g_pids[g_pids != -1])
     all_cmc = []
     for i in range(len(q_pids)):
-        u = rng.random((repeats, len(ids)))
+        u = rng.random((repeats, len(ids)), dtype=np.float32)
         candidates = []
         for pid in ids:
             items = np.flatnonzero(g_pids == pid)
@@ -59,7 +59,7 @@ def reference_cuhk03_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, 
             continue
         cmc = np.zeros(max_rank)
         for r in range(repeats):
-            drawn = np.array([items[int(u[r, k] * len(items))] for k, items in enumerate(candidates)])
+            drawn = np.sort([items[int(u[r, k] * len(items))] for k, items in enumerate(candidates)])
             ranked = drawn[np.argsort(distmat[i, drawn], kind="stable")]
             first = np.flatnonzero(g_pids[ranked] == q_pids[i])[0]
             cmc[first:] += 1 / repeats
@@ -168,9 +168,10 @@ def test_chunking_float64_and_torch_inputs_give_identical_results():
     assert as_torch.mAP == pytest.approx(base.mAP, abs=1e-12)
 
 
-def test_cuhk03_matches_reference_sampling_and_is_seeded():
+@pytest.mark.parametrize("ties", [False, True])
+def test_cuhk03_matches_reference_sampling_and_is_seeded(ties):
     rng = np.random.default_rng(11)
-    problem = random_problem(rng, 17, 60, num_ids=6)
+    problem = random_problem(rng, 17, 60, num_ids=6, ties=ties)
     args = dict(max_rank=8, protocol="cuhk03", repeats=4)
     res = evaluate_rank(*problem, seed=5, chunk_size=3, **args)
     expected = reference_cuhk03_cmc(*problem, max_rank=8, repeats=4, seed=5)

@@ -95,7 +95,7 @@ def test_query_protocol(tiny):
 
 
 def test_query_fraction_one_gives_a_query_per_camera_where_possible(tmp_path):
-    p = synthetic._resolve("demo", {"query_fraction": 1.0})
+    p = synthetic.resolve_options("demo", {"query_fraction": 1.0})
     specs = [s for s in plan(p) if s.kind == "id" and not s.path.startswith("bounding_box_train")]
     by_pid = defaultdict(list)
     for s in specs:
@@ -149,7 +149,7 @@ def test_workers_do_not_change_the_output(tiny, tmp_path):
 
 
 def _render_many(misalign: bool, n: int = 24):
-    p = synthetic._resolve("demo", {})
+    p = synthetic.resolve_options("demo", {})
     specs = [s for s in plan(p) if s.kind == "id"][:n]
     return [render(s, domain="a", height=128, width=64, misalign=misalign, occlusion=False,
                    return_mask=True)[1] for s in specs]
@@ -201,7 +201,7 @@ def test_domains_differ_in_camera_style(tmp_path):
 
 
 def test_attributes_are_shared_between_identities():
-    p = synthetic._resolve("demo", {})
+    p = synthetic.resolve_options("demo", {})
     idents = {s.path.split("/")[1][:4]: s.identity for s in plan(p) if s.kind == "id"}
     assert len(idents) == p["num_train_ids"] + p["num_test_ids"]
     upper = Counter(i.upper for i in idents.values())

@@ -383,27 +383,41 @@ def _canvas_shape(height: int, width: int) -> tuple[int, int]:
     return int(round(height * 1.5)), int(round(width * 1.5))
 
 
+NUM_SCENES = 3  # background scenes per camera (a camera pans, zooms, or sees both ends)
+
+
 @lru_cache(maxsize=64)
-def _background_plate(domain: str, cam: int, height: int, width: int) -> np.ndarray:
-    """A large textured uint8 scene for one camera; images take random windows of it."""
+def _background_plate(domain: str, cam: int, scene: int, height: int, width: int) -> np.ndarray:
+    """A large textured uint8 scene; images take random windows of it.
+
+    Scene 0 uses the camera's own palette; the others mix in colours of the whole domain, so that
+    backgrounds vary within a camera and overlap between cameras.
+    """
     st = camera_style(domain, cam)
-    rng = np.random.default_rng([_DOMAIN_KEYS[domain], cam, 7])
+    rng = np.random.default_rng([_DOMAIN_KEYS[domain], cam, 7, scene])
+    domain_bg = _DOMAIN_RANGES[domain]["bg"]
+    palette = [np.asarray(c, np.float32) for c in st.bg_palette]
+    if scene:
+        palette = palette[:2] + [np.asarray(domain_bg[i], np.float32)
+                                 for i in rng.choice(len(domain_bg), size=3, replace=False)]
     ch, cw = _canvas_shape(height, width)
     ph, pw = ch * 2, cw * 4
     rows = np.arange(ph, dtype=np.float32)[:, None, None] / ph
-    top, bottom = np.asarray(st.bg_top, np.float32), np.asarray(st.bg_bottom, np.float32)
-    blend = 1.0 / (1.0 + np.exp(-(rows - st.horizon) * 30.0))
+    top, bottom = (np.asarray(c, np.float32) for c in ((st.bg_top, st.bg_bottom) if not scene
+                                                       else (palette[-1], palette[-2])))
+    horizon = st.horizon if not scene else float(rng.uniform(0.35, 0.65))
+    blend = 1.0 / (1.0 + np.exp(-(rows - horizon) * 30.0))
     plate = (top * (1 - blend) + bottom * blend) * np.ones((1, pw, 1), np.float32)
-    # Structures: poles, doors, shop fronts and windows in the scene palette.
+    # Structures: poles, doors, shop fronts and windows.
     for _ in range(int(rng.integers(6, 12))):
-        c = np.asarray(st.bg_palette[int(rng.integers(len(st.bg_palette)))], np.float32)
+        c = palette[int(rng.integers(len(palette)))]
         x0 = int(rng.integers(0, pw))
         bw = int(rng.integers(max(2, width // 16), max(3, width // 2)))
-        y0 = int(rng.integers(0, int(ph * st.horizon) + 1))
+        y0 = int(rng.integers(0, int(ph * horizon) + 1))
         y1 = int(rng.integers(y0 + ph // 8, ph + 1))
         plate[y0:y1, x0:x0 + bw] = np.clip(c + rng.normal(0, 15, 3), 0, 255)
     # Floor seams, then low-frequency shading across the whole plate.
-    plate[int(ph * st.horizon)::max(4, height // 10)] *= 0.85
+    plate[int(ph * horizon)::max(4, height // 10)] *= 0.85
     low = rng.uniform(0.75, 1.2, size=(6, 12)).astype(np.float32)
     low = np.asarray(Image.fromarray(low, mode="F").resize((pw, ph), Image.BILINEAR))
     plate *= low[:, :, None]
@@ -451,7 +465,7 @@ def render(spec: ImageSpec, *, domain: str, height: int, width: int, misalign: b
     st = camera_style(domain, spec.cam)
     ch, cw = _canvas_shape(height, width)
 
-    plate = _background_plate(domain, spec.cam, height, width)
+    plate = _background_plate(domain, spec.cam, int(rng.integers(NUM_SCENES)), height, width)
     oy = int(rng.integers(0, plate.shape[0] - ch + 1))
     ox = int(rng.integers(0, plate.shape[1] - cw + 1))
     img = plate[oy:oy + ch, ox:ox + cw][:, ::rng.choice((-1, 1))].copy()
@@ -572,7 +586,8 @@ def _check_domain(domain: str) -> None:
         raise ValueError(f"unknown synthetic domain {domain!r}; use one of {DOMAINS}")
 
 
-def _resolve(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def resolve_options(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The full, checked option set of ``generate(out_dir, preset, **overrides)``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     unknown = set(overrides) - set(DEFAULTS) - set(PRESETS["demo"])
@@ -701,7 +716,7 @@ def generate(out_dir: str | Path, preset: str = "demo", **overrides: Any) -> dic
     that give a query image) and ``workers`` (processes; the output does not depend on it).
     ``out_dir`` must be empty or absent.
     """
-    p = _resolve(preset, overrides)
+    p = resolve_options(preset, overrides)
     root = Path(out_dir).expanduser()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} exists and is not an empty folder; choose a new out_dir "

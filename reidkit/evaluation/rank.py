@@ -5,7 +5,12 @@ query by query. Here, for each query, only the rank of each correct match among 
 items is needed, and that rank is the number of kept items closer to the query. Each chunk of query
 rows is therefore sorted by value only (several times faster than an argsort) and the match
 distances are looked up in the sorted rows with a batched binary search. The metrics follow from
-the match ranks in closed form, so no Python loop runs over gallery items.
+the match ranks in closed form, so no Python loop runs over gallery items. Memory beyond the
+distance matrix is one chunk of rows (about 64 MB by default).
+
+Junk: gallery pid -1 is removed everywhere (torchreid instead relies on its data set loaders having
+dropped those images; the results agree when they have). Distractors (pid 0) are ordinary
+non-matching items.
 
 Ties: items at equal distance are ordered by gallery index, as ``np.argsort(kind="stable")`` would.
 The reference implementations use numpy's default, unstable argsort, so results equal theirs
@@ -30,7 +35,7 @@ AP_MODES: tuple[str, ...] = ("standard", "official")
 # Default chunk: the per-chunk working arrays stay near this many bytes.
 _CHUNK_BYTES = 64 << 20
 # Bytes per (query, repeat, gallery identity) of the CUHK03 sampling arrays.
-_SAMPLE_BYTES = 40
+_SAMPLE_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,7 @@ def _evaluate_chunk(
     match_d = np.where(is_match, block[row, cols], np.inf).astype(block.dtype)
     if rng is not None:
         # Drawn for every query, valid or not, so that the draws do not depend on chunking.
-        sample_ranks = _sample_first_ranks(block, cols, is_match, num_match, ident, gallery, rng,
+        sample_ranks = _sample_first_ranks(block, is_match, num_match, ident, gallery, rng,
                                            repeats)
     block[np.nonzero(same_cam)[0], cols[same_cam]] = np.inf
     block.sort(axis=1)
@@ -284,7 +289,6 @@ def _evaluate_chunk(
 
 def _sample_first_ranks(
     block: np.ndarray,
-    cols: np.ndarray,
     is_match: np.ndarray,
     num_match: np.ndarray,
     ident: np.ndarray,
@@ -294,23 +298,29 @@ def _sample_first_ranks(
 ) -> np.ndarray:
     """CUHK03 single-gallery-shot: 0-based rank of the match among one drawn item per identity.
 
-    For query q, repeat r and gallery identity i (in increasing pid order), u = rng.random() in
-    C order over (q, r, i) picks item floor(u * n) of the identity's n kept items in gallery order;
-    for the query's own identity the items are its matches (other cameras). Returns (rows, repeats).
+    For query q, repeat r and gallery identity i (in increasing pid order),
+    ``u = rng.random(dtype=np.float32)``, drawn in C order over (q, r, i), picks item
+    ``int(u * n)`` of the identity's n kept items in gallery order; for the query's own identity
+    the items are its matches (other cameras). Returns an int array of shape (rows, repeats).
     """
     num = len(block)
     row = np.arange(num)
-    u = rng.random((num, repeats, len(gallery.ids)))
-    pick = np.minimum((u * gallery.counts).astype(np.int64), gallery.counts - 1)
-    drawn = gallery.by_pid[gallery.starts + pick]
-    # Matches moved to the front of each row, still in gallery order.
-    match_cols = np.take_along_axis(cols, np.argsort(~is_match, axis=1, kind="stable"), axis=1)
-    own_u = u[row, :, ident]
-    own_pick = np.minimum((own_u * num_match[:, None]).astype(np.int64),
-                          np.maximum(num_match - 1, 0)[:, None])
-    own_col = match_cols[row[:, None], own_pick]
-    drawn[row, :, ident] = own_col
-    drawn_d = block[row[:, None, None], drawn]
-    own_d = block[row[:, None], own_col][..., None]
-    beats = (drawn_d < own_d) | ((drawn_d == own_d) & (drawn < own_col[..., None]))
-    return beats.sum(axis=2)
+    grouped = np.take(block, gallery.by_pid, axis=1)  # each identity's items side by side
+    u = rng.random((num, repeats, len(gallery.ids)), dtype=np.float32)
+    pick = (u * gallery.counts.astype(np.float32)).astype(np.int64)
+    np.minimum(pick, gallery.counts - 1, out=pick)
+    pick += gallery.starts
+    match_slot = np.argsort(~is_match, axis=1, kind="stable")  # matches first, in gallery order
+    own_k = (u[row, :, ident] * num_match[:, None].astype(np.float32)).astype(np.int64)
+    own_k = np.minimum(own_k, np.maximum(num_match - 1, 0)[:, None])
+    own = gallery.starts[ident][:, None] + match_slot[row[:, None], own_k]
+    pick[row, :, ident] = own
+    drawn_d = np.take(grouped, pick + (row * gallery.size)[:, None, None])
+    own_d = drawn_d[row, :, ident][..., None]
+    ranks = np.count_nonzero(drawn_d < own_d, axis=2)
+    # Identities drawn at exactly the match's distance go first if their gallery index is lower.
+    b, r = np.nonzero(np.count_nonzero(drawn_d == own_d, axis=2) > 1)
+    if len(b):
+        earlier = gallery.by_pid[pick[b, r]] < gallery.by_pid[own[b, r]][:, None]
+        ranks[b, r] += np.count_nonzero((drawn_d[b, r] == own_d[b, r]) & earlier, axis=1)
+    return ranks

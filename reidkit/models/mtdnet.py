@@ -50,6 +50,7 @@ from torchvision.models import resnet18, resnet50
 from reidkit.losses.contrastive import cross_domain_contrastive_loss
 from reidkit.losses.ranking import squared_triplet_loss
 from reidkit.losses.verification import verification_loss
+from reidkit.models.weights import Pretrained, read_state_dict, resolve_pretrained
 
 TRUNKS = ("caffenet", "resnet18", "resnet50")
 VARIANTS = ("mtd", "trp", "cls", "rnk")
@@ -173,7 +174,12 @@ class TripletOutputs:
 
 
 class MTDNet(nn.Module):
-    """MTDnet with a CaffeNet (paper) or ResNet-18/50 (conv1-layer3) trunk; see the module doc."""
+    """MTDnet with a CaffeNet (paper) or ResNet-18/50 (conv1-layer3) trunk; see the module doc.
+
+    ``pretrained`` initialises the trunk (the only ImageNet-initialised part): None for random
+    weights, a file path (see :func:`load_trunk_weights`), or True for torchvision's ImageNet
+    download (ResNet trunks only).
+    """
 
     def __init__(
         self,
@@ -183,6 +189,7 @@ class MTDNet(nn.Module):
         input_size: Sequence[int] = (227, 227),
         variant: str = "mtd",
         caffe_input: bool | None = None,
+        pretrained: Pretrained = None,
     ) -> None:
         super().__init__()
         if trunk not in TRUNKS:
@@ -198,9 +205,11 @@ class MTDNet(nn.Module):
         if caffe_input is None:
             caffe_input = trunk == "caffenet"
         height, width = int(input_size[0]), int(input_size[1])
+        # pretrained is recorded as None: a checkpoint's weights replace the ImageNet ones.
         self.config: dict[str, Any] = {
             "name": "mtdnet", "trunk": trunk, "rank_dim": rank_dim, "dropout": dropout,
             "input_size": [height, width], "variant": variant, "caffe_input": caffe_input,
+            "pretrained": None,
         }
         self.variant = variant
         self.caffe_input = caffe_input
@@ -215,6 +224,16 @@ class MTDNet(nn.Module):
         self.verifier: VerificationHead | None = (
             None if variant == "rnk"
             else VerificationHead(self.map_shape[0], self.map_shape[1:], dropout))
+        if trunk != "caffenet":
+            state = resolve_pretrained(trunk, pretrained)
+        elif pretrained is True:
+            raise ValueError("CaffeNet weights cannot be downloaded; pass pretrained=<path> of the "
+                             "BVLC CaffeNet weights converted to a PyTorch state dict")
+        else:
+            state = None if pretrained in (None, False) else read_state_dict(pretrained)
+        if state is not None:
+            source = str(pretrained) if pretrained is not True else f"torchvision's {trunk}"
+            _load_trunk_state(self, state, source)
 
     @property
     def ranks_by(self) -> str:
@@ -390,15 +409,26 @@ class CrossDomainLoss(MTDNetLoss):
         return terms
 
 
-def build_mtdnet(num_classes: int | None = None, name: str = "mtdnet", **opts: Any) -> MTDNet:
-    """Registry constructor: ``build_mtdnet(**model.config)`` rebuilds a model.
+def build_mtdnet(
+    num_classes: int | None = None,
+    trunk: str = "caffenet",
+    rank_dim: int = 512,
+    dropout: float = 0.5,
+    input_size: Sequence[int] = (227, 227),
+    variant: str = "mtd",
+    caffe_input: bool | None = None,
+    pretrained: Pretrained = None,
+    name: str = "mtdnet",
+) -> MTDNet:
+    """Registry constructor (options as :class:`MTDNet`); ``build_mtdnet(**model.config)`` rebuilds.
 
     MTDnet has no identity classifier, so ``num_classes`` is accepted for the registry's common
     signature and not used.
     """
     if name != "mtdnet":
         raise ValueError(f"build_mtdnet builds 'mtdnet' models, not {name!r}")
-    return MTDNet(**opts)
+    return MTDNet(trunk=trunk, rank_dim=rank_dim, dropout=dropout, input_size=input_size,
+                  variant=variant, caffe_input=caffe_input, pretrained=pretrained)
 
 
 # ImageNet initialisation of the trunk --------------------------------------------------------
@@ -419,18 +449,22 @@ def load_trunk_weights(model: MTDNet, path: str | Path) -> list[str]:
     """Initialise ``model``'s trunk from an ImageNet checkpoint; returns the trunk keys loaded.
 
     ``path`` is a state dict in a ``.safetensors`` file or a ``.pth``/``.pt`` file (loaded with
-    ``weights_only=True``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a
-    ``module.`` prefix are accepted).
+    ``weights_only=True``; a ``{"state_dict": ...}`` wrapper and a ``module.`` prefix are
+    accepted).
 
     * CaffeNet trunk: conv1 (96x3x11x11) and conv2 (256x48x5x5, group 2) from the BVLC
-      ``bvlc_reference_caffenet`` (or ``bvlc_alexnet``, same shapes) weights converted to a PyTorch
-      state dict; see ``_CAFFENET_KEYS`` for the naming schemes recognised. Caffe's conv1 expects
-      BGR input, which ``caffe_input=True`` provides. torchvision's ``alexnet`` (64/192 channels,
-      no groups) is a different network and is refused.
+      ``bvlc_reference_caffenet`` weights converted to a PyTorch state dict (``bvlc_alexnet`` has
+      the same shapes but normalises before pooling); see ``_CAFFENET_KEYS`` for the naming
+      schemes recognised. Caffe's conv1 expects BGR input, which ``caffe_input=True`` provides.
+      torchvision's ``alexnet`` (64/192 channels, no groups) is a different network and is
+      refused.
     * ResNet trunks: a torchvision ResNet state dict of the same depth (``resnet50-*.pth``);
       conv1..layer3 are loaded, the 1x1 neck keeps its random initialisation.
     """
-    state = _read_state_dict(Path(path))
+    return _load_trunk_state(model, read_state_dict(path), str(path))
+
+
+def _load_trunk_state(model: MTDNet, state: Mapping[str, Tensor], source: str) -> list[str]:
     own = model.trunk.state_dict()
     if model.config["trunk"] == "caffenet":
         candidates = _CAFFENET_KEYS
@@ -440,41 +474,21 @@ def load_trunk_weights(model: MTDNet, path: str | Path) -> list[str]:
     else:
         candidates = {k: (k, f"trunk.{k}") for k in own if not k.startswith("neck.")}
         hint = f"the trunk is torchvision's {model.config['trunk']}; use that network's weights"
-    mapping = {k: _find_key(state, names, k, path, hint) for k, names in candidates.items()}
+    mapping = {k: _find_key(state, names, k, source, hint) for k, names in candidates.items()}
     wrong = [f"{k}: file {tuple(state[src].shape)} vs model {tuple(own[k].shape)}"
              for k, src in mapping.items() if state[src].shape != own[k].shape]
     if wrong:
-        raise ValueError(f"weights in {path} do not fit the MTDnet trunk ({'; '.join(wrong[:4])}"
-                         f"{' ...' if len(wrong) > 4 else ''}): {hint}")
+        raise ValueError(f"weights in {source} do not fit the MTDnet trunk "
+                         f"({'; '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}): {hint}")
     model.trunk.load_state_dict({k: state[src] for k, src in mapping.items()}, strict=False)
     return sorted(mapping)
 
 
-def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"trunk weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle, zip and weights-only errors alike
-            raise ValueError(f"cannot read {path} as a PyTorch state dict: {exc}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _find_key(state: Mapping[str, Tensor], names: Sequence[str], param: str,
-              path: str | Path, hint: str) -> str:
+def _find_key(state: Mapping[str, Tensor], names: Sequence[str], param: str, source: str,
+              hint: str) -> str:
     for name in names:
         if name in state:
             return name
     sample = ", ".join(list(state)[:6])
-    raise ValueError(f"no weights for trunk parameter {param} in {path} (looked for "
+    raise ValueError(f"no weights for trunk parameter {param} in {source} (looked for "
                      f"{', '.join(names)}; the file has {sample}, ...): {hint}")

@@ -26,8 +26,9 @@ def pyramid_pool(fmap: Tensor, num_stripes: int, levels: Sequence[int]) -> Tenso
     """Average + max pooling of every pyramid branch: (B, C, H, W) -> (num_branches, B, C).
 
     Level ``l`` has ``num_stripes + 1 - l`` branches of ``l`` consecutive stripes (stride one),
-    ordered top to bottom; levels come in the order given. Rows are reduced once per stripe
-    (sum and max); each branch then combines its stripes, so the map is read only once.
+    ordered top to bottom; levels come in increasing order. The map is reduced once per row and
+    once per stripe; a level-l window is then the level-(l-1) window plus the next stripe, so
+    each branch costs one addition and one maximum.
     """
     height, width = fmap.shape[-2:]
     if height < num_stripes:
@@ -37,18 +38,23 @@ def pyramid_pool(fmap: Tensor, num_stripes: int, levels: Sequence[int]) -> Tenso
             "last_stride=1 gives 24 rows) or fewer stripes"
         )
     bounds = stripe_bounds(height, num_stripes)
-    row_sum, row_max = fmap.sum(dim=3), fmap.amax(dim=3)
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
-    stripe_sum = torch.stack([row_sum[..., a:b].sum(dim=-1) for a, b in spans], dim=-1)
-    stripe_max = torch.stack([row_max[..., a:b].amax(dim=-1) for a, b in spans], dim=-1)
-    pooled = []
-    for level in levels:
-        area = fmap.new_tensor(
-            [(bounds[i + level] - bounds[i]) * width for i in range(num_stripes + 1 - level)]
-        )
-        mean = stripe_sum.unfold(-1, level, 1).sum(dim=-1) / area
-        pooled.append(mean + stripe_max.unfold(-1, level, 1).amax(dim=-1))
-    return torch.cat(pooled, dim=-1).permute(2, 0, 1)
+    # rows first and contiguous: the stripe reductions then run over whole (B, C) planes
+    row_sum = fmap.sum(dim=3).permute(2, 0, 1).contiguous()
+    row_max = fmap.amax(dim=3).permute(2, 0, 1).contiguous()
+    stripe_sum = torch.stack([row_sum[a:b].sum(dim=0) for a, b in spans])
+    stripe_max = torch.stack([row_max[a:b].amax(dim=0) for a, b in spans])
+    sums, maxes, pooled = stripe_sum, stripe_max, []
+    for level in range(1, max(levels) + 1):
+        if level > 1:
+            sums = sums[:-1] + stripe_sum[level - 1:]
+            maxes = torch.maximum(maxes[:-1], stripe_max[level - 1:])
+        if level in levels:
+            area = fmap.new_tensor(
+                [(bounds[i + level] - bounds[i]) * width for i in range(num_stripes + 1 - level)]
+            )
+            pooled.append(sums / area[:, None, None] + maxes)
+    return torch.cat(pooled)
 
 
 class BranchHead(nn.Module):

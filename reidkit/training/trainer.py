@@ -262,7 +262,8 @@ class Trainer:
         if not self.dist.is_main:
             self.dist.barrier()
             return
-        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset}
+        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset,
+                "input_size": [self.cfg.data.height, self.cfg.data.width]}
         save_model(self.out / "last.safetensors", self.model, meta)
         if val is not None and val["val_mAP"] > self.best["mAP"]:
             self.best = {"mAP": val["val_mAP"], "epoch": self.epoch}
@@ -328,7 +329,8 @@ class MetricsLog:
     """Every step's losses, decision and weights as JSON lines (and TensorBoard when installed)."""
 
     def __init__(self, out: Path, enabled: bool):
-        self.file = open(out / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        # line-buffered: the log can be followed while the run goes on
+        self.file = open(out / "metrics.jsonl", "a", buffering=1) if enabled else None  # noqa: SIM115
         self.tb = None
         if enabled:
             try:

@@ -1,0 +1,405 @@
+"""The search service: a FastAPI app that ranks a stored gallery against an uploaded picture.
+
+Images are only ever served by integer index into the feature sets given at start-up; no path from
+a request reaches the file system. Uploads are bounded in bytes (before parsing) and in decoded
+pixels, decoded from a short list of formats, and model forwards run one at a time under a lock.
+"""
+
+import io
+import ipaddress
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from reidkit.data.transforms import build_transforms
+from reidkit.models.inference import extract_features
+from reidkit.models.io import load_model, read_model_meta
+from reidkit.retrieval.features import FeatureSet, check_same_model, file_sha256, load_features
+from reidkit.retrieval.search import GalleryIndex
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_K = 1000  # longest result list one request may ask for
+MAX_PIXELS = 4096 * 4096  # decoded size limit: a small PNG can expand to gigabytes of pixels
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # what Pillow may decode from an upload
+MULTIPART_OVERHEAD = 64 * 2**10  # room for the multipart envelope around the file bytes
+MAX_CONNECTIONS = 64  # bounds the memory held by buffered request bodies
+# The page loads only its own script, style and images (and blob: previews of the user's file).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+# ----------------------------------------------------------------------------- response schemas
+class Health(BaseModel):
+    status: str
+    gallery_size: int
+    query_size: int
+    model: str
+    feature_dim: int
+    input_size: tuple[int, int]
+    max_k: int
+    k_default: int
+    max_upload_bytes: int
+
+
+class SearchResult(BaseModel):
+    id: int
+    path: str
+    distance: float
+    pid: int
+    camid: int
+
+
+class QueryItem(BaseModel):
+    id: int
+    pid: int
+    camid: int
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    query: QueryItem | None = None
+
+
+class QueryList(BaseModel):
+    queries: list[QueryItem]
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+# ----------------------------------------------------------------------------- the engine
+class SearchEngine:
+    """Model, transform and gallery index of one service; ``embed`` and ``search`` are thread-safe.
+
+    Model forwards run one at a time under a lock: concurrent forwards would only compete for the
+    same cores and multiply peak memory. Searches of the read-only index don't wait for them.
+    """
+
+    def __init__(self, checkpoint: str | Path, gallery: FeatureSet, query: FeatureSet | None,
+                 input_size: Sequence[int] | None) -> None:
+        config, extra = read_model_meta(checkpoint)
+        recorded = gallery.meta.get("model_sha256")
+        if recorded is not None and recorded != file_sha256(checkpoint):
+            raise ValueError(
+                f"the gallery features were extracted with another model file "
+                f"({gallery.meta.get('model_file', 'unknown')}), not {checkpoint}; re-extract the "
+                "gallery with this checkpoint (reidkit extract) or serve the model it was made with"
+            )
+        self.input_size = _resolve_input_size(input_size, extra, config, gallery.meta, checkpoint)
+        self.model = load_model(checkpoint)
+        self.model_name = str(config.get("name", "unknown"))
+        # Models that take raw [0, 1] RGB (MTDnet's Caffe convention) normalise inside.
+        self.transform = build_transforms(*self.input_size, train=False,
+                                          normalize=not config.get("caffe_input", False))
+        self.flip = bool(gallery.meta.get("flip", False))
+        self.gallery = gallery
+        self.index = GalleryIndex.from_feature_set(gallery)
+        self._lock = threading.Lock()
+        self.feature_dim = self._embed(torch.zeros(1, 3, *self.input_size)).shape[1]
+        for name, fs in (("gallery", gallery), ("query", query)):
+            if fs is not None and fs.features.shape[1] != self.feature_dim:
+                raise ValueError(
+                    f"the {name} features are {fs.features.shape[1]}-d but {checkpoint} gives "
+                    f"{self.feature_dim}-d features; extract the {name} with this checkpoint "
+                    "(reidkit extract)"
+                )
+
+    def _embed(self, batch: torch.Tensor) -> np.ndarray:
+        with self._lock:
+            return extract_features(self.model, [batch], flip=self.flip)
+
+    def embed(self, image: Image.Image) -> np.ndarray:
+        """The (1, D) feature of an RGB image, computed as the gallery's were."""
+        return self._embed(self.transform(image).unsqueeze(0))
+
+    def search(self, feature: np.ndarray, k: int) -> list[SearchResult]:
+        """The ``k`` nearest gallery items to one (1, D) feature, nearest first."""
+        distances, indices = self.index.search(feature, k)
+        g = self.gallery
+        return [SearchResult(id=int(i), path=str(g.paths[i]), distance=float(d),
+                             pid=int(g.pids[i]), camid=int(g.camids[i]))
+                for d, i in zip(np.asarray(distances)[0], np.asarray(indices)[0], strict=True)]
+
+
+def _resolve_input_size(explicit: Sequence[int] | None, extra: dict[str, Any],
+                        config: dict[str, Any], gallery_meta: dict[str, Any],
+                        checkpoint: str | Path) -> tuple[int, int]:
+    """The (height, width) queries are resized to: given, or as recorded at training/extraction."""
+    known = {source: tuple(int(v) for v in size) for source, size in (
+        ("input_size argument", explicit), ("checkpoint", extra.get("input_size")),
+        ("model config", config.get("input_size")), ("gallery features", gallery_meta.get("input_size")),
+    ) if size is not None}
+    if not known:
+        raise ValueError(f"{checkpoint} does not record its input size; pass input_size=(height, width) "
+                         "(--input-size H W), the size the gallery features were extracted at")
+    source, size = next(iter(known.items()))
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"input_size must be (height, width) with positive values, got {size}")
+    if "input_size argument" not in known and len(set(known.values())) > 1:
+        raise ValueError("the checkpoint and gallery features disagree on the input size: "
+                         + ", ".join(f"{s} {h}x{w}" for s, (h, w) in known.items())
+                         + "; re-extract the gallery with this checkpoint or pass input_size")
+    logger.debug("input size %s from the %s", size, source)
+    return size  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- request handling
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413 before anything parses them.
+
+    Bodies are read into memory up to the limit (the multipart parser would otherwise spool any
+    size to disk first) and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.message = (f"the upload is larger than the {max_upload_bytes:,} byte limit; "
+                        "send a smaller image")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"detail": self.message}, status_code=413,
+                           headers={"Connection": "close"})(scope, receive, send)
+
+
+def _decode_upload(data: bytes) -> Image.Image:
+    """The uploaded bytes as an RGB image, or a 413/422 that says what is wrong with them."""
+    if not data:
+        raise HTTPException(422, "the uploaded file is empty; choose an image file")
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise HTTPException(413, f"the image is {img.width}x{img.height} pixels, more than "
+                                         f"the {MAX_PIXELS:,} pixel limit; send a smaller image")
+            img.load()
+            return img.convert("RGB")
+    except Image.UnidentifiedImageError:
+        raise HTTPException(422, "the uploaded file is not an image in a supported format "
+                                 f"({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # Pillow reports truncated and corrupt data as OSError ("image file is truncated").
+        raise HTTPException(422, f"the uploaded image cannot be decoded: {exc}") from None
+
+
+async def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 as one readable sentence: ``k: Input should be less than or equal to 10``."""
+    parts = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+             for e in exc.errors()]
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+
+async def _internal_error(_request: Any, exc: Exception) -> JSONResponse:
+    """A JSON 500 for the page to show; the traceback goes to the server log."""
+    logger.error("request failed", exc_info=exc)
+    return JSONResponse({"detail": "the server failed to answer this request; see its log"},
+                        status_code=500)
+
+
+def _check_id(fs: FeatureSet, image_id: int, name: str) -> None:
+    if image_id >= len(fs.paths):
+        raise HTTPException(404, f"there is no {name} image {image_id}; the {name} set has "
+                                 f"{len(fs.paths)} images (ids 0 to {len(fs.paths) - 1})")
+
+
+def _image_response(fs: FeatureSet, image_id: int, name: str) -> FileResponse:
+    _check_id(fs, image_id, name)
+    path = Path(fs.paths[image_id])
+    if not path.is_file():
+        raise HTTPException(404, f"the file of {name} image {image_id} is missing on the server")
+    return FileResponse(path, headers={"X-Content-Type-Options": "nosniff",
+                                       "Cache-Control": "max-age=3600"})
+
+
+# ----------------------------------------------------------------------------- the app
+def create_app(
+    checkpoint: str | Path,
+    gallery_features: str | Path,
+    *,
+    query_features: str | Path | None = None,
+    k_default: int = 10,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    input_size: Sequence[int] | None = None,
+) -> FastAPI:
+    """The search service for a model file and a gallery feature file (from ``reidkit extract``).
+
+    ``query_features`` adds a query set to pick queries from. ``input_size`` (height, width)
+    overrides the size recorded in the checkpoint or the feature files. ``k`` ranges from 1 to
+    the gallery size (at most ``MAX_K``) and defaults to ``k_default``.
+    """
+    if max_upload_bytes < 1:
+        raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+    gallery = load_features(gallery_features)
+    k_max = min(MAX_K, len(gallery.paths))
+    if not 1 <= k_default <= k_max:
+        raise ValueError(f"k_default must be between 1 and {k_max} (gallery size {len(gallery.paths)}"
+                         f", at most {MAX_K}), got {k_default}")
+    query = load_features(query_features) if query_features is not None else None
+    if query is not None:
+        check_same_model(query, gallery)
+    engine = SearchEngine(checkpoint, gallery, query, input_size)
+
+    app = FastAPI(
+        title="reidkit search",
+        summary="Person re-identification: rank a gallery against a query picture.",
+        version="1",
+        responses={422: {"model": ErrorMessage, "description": "invalid request"}},
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD,
+                       max_upload_bytes=max_upload_bytes)
+    app.state.engine = engine
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    k_param = Annotated[int, Query(ge=1, le=k_max, description="number of results")]
+    image_id = Annotated[int, PathParam(ge=0, description="index into the set")]
+    not_found = {404: {"model": ErrorMessage, "description": "no such image"}}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        """Service status, gallery and query set sizes, and the model in use."""
+        return Health(status="ok", gallery_size=len(gallery.paths),
+                      query_size=len(query.paths) if query is not None else 0,
+                      model=engine.model_name, feature_dim=engine.feature_dim,
+                      input_size=engine.input_size, max_k=k_max, k_default=k_default,
+                      max_upload_bytes=max_upload_bytes)
+
+    @app.post("/search", response_model=SearchResponse, responses={
+        413: {"model": ErrorMessage, "description": "upload too large"}})
+    async def search(
+        image: Annotated[UploadFile, File(description="query picture (JPEG, PNG, WebP, BMP, GIF)")],
+        k: k_param = k_default,
+    ) -> SearchResponse:
+        """Rank the gallery against an uploaded picture of a person."""
+        data = await image.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"the upload is larger than the {max_upload_bytes:,} byte limit; "
+                                     "send a smaller image")
+        img = await run_in_threadpool(_decode_upload, data)
+        feature = await run_in_threadpool(engine.embed, img)
+        return SearchResponse(results=await run_in_threadpool(engine.search, feature, k))
+
+    def require_query() -> FeatureSet:
+        if query is None:
+            raise HTTPException(404, "this service has no query set; start it with query features "
+                                     "(--query FEATURES) to pick queries")
+        return query
+
+    @app.post("/search/query/{query_id}", response_model=SearchResponse, responses=not_found)
+    async def search_query(query_id: image_id, k: k_param = k_default) -> SearchResponse:
+        """Rank the gallery against a stored query feature."""
+        fs = require_query()
+        _check_id(fs, query_id, "query")
+        results = await run_in_threadpool(engine.search, fs.features[query_id:query_id + 1], k)
+        return SearchResponse(results=results, query=QueryItem(
+            id=query_id, pid=int(fs.pids[query_id]), camid=int(fs.camids[query_id])))
+
+    @app.get("/queries", response_model=QueryList, responses=not_found)
+    def queries() -> QueryList:
+        """The ids, pids and cameras of the query set."""
+        fs = require_query()
+        return QueryList(queries=[QueryItem(id=i, pid=int(p), camid=int(c))
+                                  for i, (p, c) in enumerate(zip(fs.pids, fs.camids, strict=True))])
+
+    @app.get("/gallery/{gallery_id}", response_class=FileResponse, responses=not_found)
+    def gallery_image(gallery_id: image_id) -> FileResponse:
+        """Gallery image number ``gallery_id``."""
+        return _image_response(gallery, gallery_id, "gallery")
+
+    @app.get("/query/{query_id}", response_class=FileResponse, responses=not_found)
+    def query_image(query_id: image_id) -> FileResponse:
+        """Query image number ``query_id``."""
+        return _image_response(require_query(), query_id, "query")
+
+    return app
+
+
+def serve(
+    checkpoint: str | Path,
+    gallery_features: str | Path,
+    *,
+    query_features: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    k_default: int = 10,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    input_size: Sequence[int] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the search service with uvicorn until interrupted; loopback only unless ``host`` says so."""
+    import uvicorn
+
+    app = create_app(checkpoint, gallery_features, query_features=query_features,
+                     k_default=k_default, max_upload_bytes=max_upload_bytes, input_size=input_size)
+    if not _is_loopback(host):
+        logger.warning("serving on %s: the service has no authentication; anyone who can reach "
+                       "this address can search the gallery and see its images", host)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=MAX_CONNECTIONS)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,52 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends with the weights of an uninterrupted run."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from reidkit.data.synthetic import generate
+
+pytestmark = pytest.mark.slow
+
+ITERS = 4
+
+
+def command(data_root, out, *extra):
+    return [sys.executable, "-m", "reidkit.cli", "train", "--config", "demo_cpu", *extra,
+            f"data.root={data_root}", f"train.output_dir={out}", "data.height=64", "data.width=32",
+            "data.num_workers=0", "data.val_ids=2", "model.options.num_stripes=3",
+            "sampler.batch_size=8", "sampler.num_ids=4", "sampler.num_instances=2",
+            "train.epochs=3", f"train.iters_per_epoch={ITERS}", "train.deterministic=true",
+            "train.log_every=1"]
+
+
+def steps_logged(out):
+    path = out / "metrics.jsonl"
+    return path.read_text().count('"id_loss"') if path.exists() else 0
+
+
+def test_sigkill_mid_epoch_then_resume_matches_a_straight_run(tmp_path):
+    data_root = tmp_path / "data"
+    generate(data_root, preset="tiny", num_train_ids=10, num_test_ids=3, images_per_id=4, seed=4)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command(data_root, straight), check=True, capture_output=True)
+
+    proc = subprocess.Popen(command(data_root, killed), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while steps_logged(killed) < ITERS + 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert ITERS < steps_logged(killed) < 3 * ITERS  # killed inside the second or third epoch
+
+    subprocess.run(command(data_root, killed, "--resume"), check=True, capture_output=True)
+    a, b = load_file(straight / "last.safetensors"), load_file(killed / "last.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert (a[name] == b[name]).all(), name
