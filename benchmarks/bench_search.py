@@ -97,6 +97,9 @@ def main() -> None:
             if has_faiss and in_memory and 2 * gallery.nbytes <= budget:  # faiss holds a copy
                 variants["GalleryIndex faiss"] = lambda g=gallery: (
                     lambda i=GalleryIndex(g, backend="faiss"): i.search(query, args.k)[1])
+            elif has_faiss and in_memory:
+                notes.append(f"n={n:,}: faiss not run, its float32 copy of the gallery would not "
+                             "fit in the memory budget next to the gallery.")
             results: dict[str, tuple[float, float]] = {}
             reference = None
             for name, build in variants.items():

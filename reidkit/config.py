@@ -88,6 +88,23 @@ class OptimConfig(_Section):
     gamma: float = Field(0.5, gt=0)
 
 
+class MTDNetConfig(_Section):
+    """Settings of MTDnet training (used when model.name is mtdnet)."""
+
+    triplets_per_batch: int = Field(128, gt=0)  # cross-camera triplets, built both ways
+    negatives_per_positive: int = Field(1, gt=0)
+    margin: float = Field(1.0, ge=0)  # triplet margin on squared distances
+    triplet_weight: float = Field(1.0, ge=0)  # 0: MTDnet-cls
+    verification_weight: float = Field(1.0, ge=0)
+    init_checkpoint: str | None = None  # fine-tune from a source-trained model file
+    # cross-domain: a frozen copy of init_checkpoint's verification path fed source pairs
+    cross_domain: bool = False
+    contrastive_weight: float = Field(1.0, ge=0)
+    source_dataset: str | None = None
+    source_root: str | None = None
+    source_options: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainConfig(_Section):
     epochs: int = Field(120, gt=0)
     iters_per_epoch: int | None = Field(None, gt=0)  # default: training images // batch size
@@ -108,6 +125,7 @@ class Config(_Section):
     dynamic: DynamicConfig = Field(default_factory=DynamicConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    mtdnet: MTDNetConfig = Field(default_factory=MTDNetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_query_protocol(tiny):
     assert all(len(cs) >= 2 for pid, cs in all_cams.items() if pid > 0)
 
 
-def test_query_fraction_one_gives_a_query_per_camera_where_possible(tmp_path):
+def test_query_fraction_one_gives_a_query_per_camera_where_possible():
     p = synthetic.resolve_options("demo", {"query_fraction": 1.0})
     specs = [s for s in plan(p) if s.kind == "id" and not s.path.startswith("bounding_box_train")]
     by_pid = defaultdict(list)
@@ -148,23 +148,28 @@ def test_workers_do_not_change_the_output(tiny, tmp_path):
     assert file_bytes(tmp_path / "par") == file_bytes(root)
 
 
-def _render_many(misalign: bool, n: int = 24):
+@pytest.fixture(scope="module")
+def demo_plan() -> tuple[dict, list]:
     p = synthetic.resolve_options("demo", {})
-    specs = [s for s in plan(p) if s.kind == "id"][:n]
+    return p, plan(p)
+
+
+def _render_many(demo_plan, misalign: bool, n: int = 24):
+    specs = [s for s in demo_plan[1] if s.kind == "id"][:n]
     return [render(s, domain="a", height=128, width=64, misalign=misalign, occlusion=False,
                    return_mask=True)[1] for s in specs]
 
 
-def test_aligned_boxes_frame_the_person_with_a_fixed_margin():
-    for info in _render_many(misalign=False):
+def test_aligned_boxes_frame_the_person_with_a_fixed_margin(demo_plan):
+    for info in _render_many(demo_plan, misalign=False):
         assert info.person_top == pytest.approx(0.05 * 128)
         assert info.person_bottom == pytest.approx(0.95 * 128)
         rows = np.flatnonzero(info.mask.any(axis=1))
         assert 5 <= rows[0] <= 8 and 119 <= rows[-1] <= 122  # head and shoe outlines
 
 
-def test_misaligned_boxes_shift_scale_and_cut_the_person():
-    infos = _render_many(misalign=True, n=60)
+def test_misaligned_boxes_shift_scale_and_cut_the_person(demo_plan):
+    infos = _render_many(demo_plan, misalign=True, n=60)
     tops = np.array([i.person_top for i in infos])
     heights = np.array([i.person_bottom - i.person_top for i in infos])
     first_rows = np.array([np.flatnonzero(i.mask.any(axis=1))[0] for i in infos])
@@ -200,9 +205,9 @@ def test_domains_differ_in_camera_style(tmp_path):
     assert mean["b"] < mean["a"]
 
 
-def test_attributes_are_shared_between_identities():
-    p = synthetic.resolve_options("demo", {})
-    idents = {s.path.split("/")[1][:4]: s.identity for s in plan(p) if s.kind == "id"}
+def test_attributes_are_shared_between_identities(demo_plan):
+    p, specs = demo_plan
+    idents = {s.path.split("/")[1][:4]: s.identity for s in specs if s.kind == "id"}
     assert len(idents) == p["num_train_ids"] + p["num_test_ids"]
     upper = Counter(i.upper for i in idents.values())
     pairs = Counter((i.upper, i.lower) for i in idents.values())

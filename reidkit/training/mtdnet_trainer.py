@@ -1,0 +1,423 @@
+"""MTDnet training: cross-camera triplets, ranking + verification losses, cross-domain option.
+
+Each step draws ``mtdnet.triplets_per_batch`` cross-camera triplets (anchor in camera A, positive
+and negative in camera B, and the mirror) from a resumable seeded stream. The ranking head gets
+the triplet loss on squared distances, the verification head the positive and negative pairs of
+the same triplets. With ``mtdnet.cross_domain`` a frozen copy of the source-trained model
+(``mtdnet.init_checkpoint``) is fed source triplets from a second stream, and a contrastive loss
+ties the target's joint pair features to the source's (Chen et al., AAAI 2017).
+
+Conventions are those of :class:`reidkit.training.trainer.Trainer`: an atomic checkpoint every
+epoch, exact ``resume``, ``metrics.jsonl``, a rich progress bar, and the best epoch chosen on a
+validation split carved from the training identities. Only the target network is ever saved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from reidkit.config import Config
+from reidkit.data import ImageRecord, ReIDDataset, load_dataset
+from reidkit.data.loader import ImageDataset, build_test_loader
+from reidkit.data.samplers import CrossCameraTripletSampler, FlattenedBatchSampler
+from reidkit.data.transforms import build_transforms
+from reidkit.evaluation import compute_distance, evaluate_rank
+from reidkit.models.inference import extract_features
+from reidkit.models.io import CheckpointError, atomic_write, load_weights, read_model_meta, save_model
+from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss, build_mtdnet
+from reidkit.retrieval.pair_ranking import pair_distance_matrix
+from reidkit.training.distributed import DistContext
+from reidkit.training.streams import BatchStream
+from reidkit.training.trainer import (
+    STATE_FILE,
+    MetricsLog,
+    ResumeError,
+    _diff,
+    lr_factor,
+    resolve_device,
+)
+
+_HEADS = ("rank_fc.", "verifier.")
+
+
+def load_mtdnet(path: str | Path, map_location: str | torch.device = "cpu") -> MTDNet:
+    """Rebuild the MTDnet stored in a reidkit model file and load its weights (eval mode)."""
+    config, _ = read_model_meta(path)
+    if config.get("name") != "mtdnet":
+        raise CheckpointError(f"{path} holds a {config.get('name')!r} model; MTDnet training "
+                              "needs an MTDnet model file (mtdnet.init_checkpoint)")
+    model = build_mtdnet(**{**config, "pretrained": None})
+    load_weights(model, load_file(str(path), device=str(map_location)), source=str(path))
+    return model.to(map_location).eval()
+
+
+def init_from_checkpoint(model: MTDNet, path: str | Path) -> list[str]:
+    """Copy a model file's weights into ``model``; returns the heads left at random init.
+
+    The file must hold an MTDnet of the same trunk, input size and ranking dimension. A head the
+    file lacks (fine-tuning a ``cls`` model into ``mtd``) keeps its fresh weights and is named in
+    the result; a head ``model`` lacks is ignored.
+    """
+    config, _ = read_model_meta(path)
+    if config.get("name") != "mtdnet":
+        raise CheckpointError(f"mtdnet.init_checkpoint {path} holds a {config.get('name')!r} "
+                              "model, not an MTDnet")
+    for key in ("trunk", "input_size", "rank_dim"):
+        if config.get(key) != model.config[key] and not (key == "rank_dim" and model.rank_fc is None):
+            raise CheckpointError(
+                f"mtdnet.init_checkpoint {path} has {key}={config.get(key)!r} but this run "
+                f"builds {key}={model.config[key]!r}; set the model options to match the file")
+    state = load_file(str(path))
+    own = model.state_dict()
+    fresh = [h.rstrip(".") for h in _HEADS
+             if any(k.startswith(h) for k in own) and not any(k.startswith(h) for k in state)]
+    kept = {k: v for k, v in state.items() if k in own}
+    missing = sorted(k for k in own if k not in kept and not k.startswith(_HEADS))
+    if missing:
+        raise CheckpointError(f"mtdnet.init_checkpoint {path} lacks trunk weights "
+                              f"{', '.join(missing[:4])}; is it an MTDnet model file?")
+    model.load_state_dict(kept, strict=False)
+    return fresh
+
+
+class MTDNetTrainer:
+    """Build everything an MTDnet recipe describes and run it: ``MTDNetTrainer(cfg).fit()``."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, console: Console | None = None):
+        if cfg.model.name != "mtdnet":
+            raise ValueError(f"MTDNetTrainer trains model.name=mtdnet, got {cfg.model.name!r}; "
+                             "use reidkit.training.trainer.Trainer")
+        self.cfg = cfg
+        self.console = console or Console(stderr=True)
+        self.out = Path(cfg.train.output_dir)
+        self.device = resolve_device(cfg.train.device)
+        if DistContext.from_env(self.device.type).enabled:
+            raise ValueError("MTDnet training runs in one process; launch it without torchrun")
+        self._seed_everything(cfg.train.seed)
+
+        self.dataset, self.val = self._load_data(cfg.data.dataset, cfg.data.root, cfg.data.options,
+                                                 cfg.data.val_ids)
+        self.model = self._build_model()
+        self.target: MTDNet = getattr(self.model, "target", self.model)
+        m = cfg.mtdnet
+        loss_args = {"triplet_weight": m.triplet_weight,
+                     "verification_weight": m.verification_weight, "margin": m.margin}
+        self.loss: nn.Module = (CrossDomainLoss(contrastive_weight=m.contrastive_weight, **loss_args)
+                                if m.cross_domain else MTDNetLoss(**loss_args))
+        self.optimizer = self._build_optimizer()
+        self.streams = self._build_streams()
+        self.iters_per_epoch = cfg.train.iters_per_epoch or len(self.streams["target"].sampler)
+        o = cfg.optim
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.iters_per_epoch, o.warmup_epochs,
+                                                   o.warmup_factor, o.milestones, o.gamma))
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.step, self.best = 0, 0, {"mAP": -1.0, "epoch": -1}
+        if resume:
+            self._load_state()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if self.cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+    def _load_data(self, name: str, root: str, options: dict[str, Any], val_ids: int
+                   ) -> tuple[ReIDDataset, tuple[list[ImageRecord], list[ImageRecord]] | None]:
+        """The training set and a validation query/gallery: the data set's own validation list
+        when it has one (CUHK03 classic), else ``val_ids`` identities carved from training."""
+        dataset = load_dataset(name, root, **options)
+        held = dataset.val
+        if not held and val_ids:
+            dataset, val_query, val_gallery = dataset.carve_validation(val_ids, self.cfg.train.seed)
+            held = val_query + val_gallery
+        return dataset, split_validation(held) if held else None
+
+    def _build_model(self) -> nn.Module:
+        c, m, t = self.cfg.data, self.cfg.model, self.cfg.mtdnet
+        options = dict(m.options)
+        size = [c.height, c.width]
+        if list(options.pop("input_size", size)) != size:
+            raise ValueError(f"model.options.input_size must equal data.height x data.width "
+                             f"({c.height}x{c.width}); drop it or change both")
+        if "trunk" in options:
+            raise ValueError("set the MTDnet trunk with model.backbone (caffenet, resnet18, "
+                             "resnet50), not model.options.trunk")
+        model = build_mtdnet(trunk=m.backbone, input_size=size, pretrained=m.pretrained, **options)
+        if t.cross_domain and not t.init_checkpoint:
+            raise ValueError("mtdnet.cross_domain needs mtdnet.init_checkpoint: the model file "
+                             "trained on the source data set")
+        if t.init_checkpoint:
+            fresh = init_from_checkpoint(model, t.init_checkpoint)
+            note = f" ({', '.join(fresh)} freshly initialised)" if fresh else ""
+            self.console.print(f"initialised from {t.init_checkpoint}{note}")
+        if not t.cross_domain:
+            return model.to(self.device)
+        if not (t.source_dataset and t.source_root):
+            raise ValueError("mtdnet.cross_domain needs mtdnet.source_dataset and "
+                             "mtdnet.source_root (the data set the init_checkpoint was trained on)")
+        source = load_mtdnet(t.init_checkpoint)
+        if source.config["input_size"] != size:
+            raise ValueError(f"the source model takes {source.config['input_size']} images but "
+                             f"data.height x data.width is {size}; they must match")
+        return CrossDomainMTDNet(model, source).to(self.device)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """Trunk at ``optim.lr``, heads at ``optim.new_lr``; the frozen source is left out."""
+        o = self.cfg.optim
+        trunk = list(self.target.trunk.parameters())
+        trunk_ids = {id(p) for p in trunk}
+        heads = [p for p in self.target.parameters() if id(p) not in trunk_ids]
+        groups = [{"params": trunk, "lr": o.lr}, {"params": heads, "lr": o.new_lr}]
+        if o.name == "adam":
+            return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=o.nesterov)
+
+    def _transform(self, train: bool) -> Any:
+        """MTDnet's input: a stretch to the model size, mirroring, no mean subtraction (Caffe
+        input) or ImageNet normalisation (ResNet trunks), as the model's ``caffe_input`` says."""
+        c = self.cfg.data
+        if not train:
+            return build_transforms(c.height, c.width, train=False,
+                                    normalize=not self.target.caffe_input)
+        return build_transforms(c.height, c.width, train=True, flip_p=c.flip_p, pad=c.pad,
+                                erase_p=c.erase_p, normalize=not self.target.caffe_input)
+
+    def _stream(self, records: list[ImageRecord], stream_id: int) -> BatchStream:
+        m = self.cfg.mtdnet
+        sampler = CrossCameraTripletSampler(
+            [r.pid for r in records], [r.camid for r in records], m.triplets_per_batch,
+            m.negatives_per_positive, rank=0, world_size=1, seed=self.cfg.train.seed)
+        return BatchStream(ImageDataset(records, self._transform(train=True)),
+                           FlattenedBatchSampler(sampler, fields=3), seed=self.cfg.train.seed,
+                           stream_id=stream_id, num_workers=self.cfg.data.num_workers,
+                           pin_memory=self.device.type == "cuda")
+
+    def _build_streams(self) -> dict[str, BatchStream]:
+        streams = {"target": self._stream(self.dataset.train, 0)}
+        m = self.cfg.mtdnet
+        if m.cross_domain:
+            source = load_dataset(m.source_dataset or "", m.source_root or "", **m.source_options)
+            streams["source"] = self._stream(source.train, 1)
+        return streams
+
+    # ----------------------------------------------------------------------------- training
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``; return the summary also written to ``summary.json``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        log = MetricsLog(self.out, enabled=True)
+        started = time.perf_counter()
+        with self._progress() as progress:
+            task = progress.add_task("train mtdnet", completed=self.step, status="",
+                                     total=self.cfg.train.epochs * self.iters_per_epoch)
+            while self.epoch < self.cfg.train.epochs:
+                self.model.train()
+                for _ in range(self.step - self.epoch * self.iters_per_epoch, self.iters_per_epoch):
+                    record = self.train_step()
+                    log.write(record)
+                    if self.step % self.cfg.train.log_every == 0 or self.step == 1:
+                        progress.update(task, completed=self.step, status=_status(record))
+                self.epoch += 1
+                val = self._maybe_validate()
+                if val is not None:
+                    log.write({"epoch": self.epoch, "step": self.step, **val})
+                self._save_checkpoint(val)
+            progress.update(task, completed=self.step)
+        log.close()
+        return self._finish(time.perf_counter() - started)
+
+    def _next_triplets(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        images, *_ = next(self.streams[name])
+        images = images.to(self.device, non_blocking=True)
+        # the flattened sampler loads a0, p0, n0, a1, ...: regroup into the three roles
+        grouped = images.view(-1, 3, *images.shape[1:])
+        return grouped[:, 0], grouped[:, 1], grouped[:, 2]
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step on a batch of triplets; returns its log record."""
+        target = self._next_triplets("target")
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            if self.cfg.mtdnet.cross_domain:
+                outputs = self.model.forward_triplets(target, self._next_triplets("source"))
+            else:
+                outputs = self.model.forward_triplets(*target)
+            terms = self.loss(outputs)
+        loss = terms["total"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {self.step}; lower optim.lr/optim.new_lr")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr_schedule.step()
+        self.step += 1
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "lr": lr}
+        record.update({("loss" if k == "total" else k): v.item() for k, v in terms.items()})
+        return record
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluate(self, query: list[ImageRecord], gallery: list[ImageRecord]) -> dict[str, float]:
+        """mAP / rank-k of the target network on ``query`` against ``gallery``.
+
+        Pair-ranking variants (``mtd``, ``cls``) rank by verification scores, the others by
+        embedding distances.
+        """
+        return evaluate_records(self.target, query, gallery, batch_size=self.cfg.sampler.batch_size,
+                                num_workers=self.cfg.data.num_workers, device=self.device)
+
+    def _maybe_validate(self) -> dict[str, float] | None:
+        last = self.epoch == self.cfg.train.epochs
+        if self.val is None or (self.epoch % self.cfg.train.eval_every and not last):
+            return None
+        return {f"val_{k}": v for k, v in self.evaluate(*self.val).items()}
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, val: dict[str, float] | None) -> None:
+        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset,
+                "input_size": [self.cfg.data.height, self.cfg.data.width]}
+        save_model(self.out / "last.safetensors", self.target, meta)
+        if val is not None and val["val_mAP"] > self.best["mAP"]:
+            self.best = {"mAP": val["val_mAP"], "epoch": self.epoch}
+            save_model(self.out / "best.safetensors", self.target, {**meta, **val})
+        # the frozen source is rebuilt from init_checkpoint on resume: only the target is kept
+        state = {
+            "config": json.dumps(self.cfg.to_dict()),
+            "model": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "epoch": self.epoch, "step": self.step, "best": json.dumps(self.best),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _load_state(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            raise ResumeError(f"--resume: no training state at {path}; start without --resume")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        now = self.cfg.to_dict()
+        saved["train"]["epochs"] = now["train"]["epochs"]  # extending a finished run is allowed
+        changed = _diff(saved, now)
+        if changed:
+            raise ResumeError(f"--resume: the recipe differs from the run in {self.out}: "
+                              + ", ".join(changed[:6]))
+        self.target.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best = json.loads(state["best"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.console.print(f"resumed {self.out} at epoch {self.epoch}, step {self.step}")
+
+    def _finish(self, seconds: float) -> dict[str, Any]:
+        chosen = "best" if self.best["epoch"] >= 0 else "last"
+        summary: dict[str, Any] = {"epochs": self.epoch, "steps": self.step,
+                                   "train_seconds": round(seconds, 1),
+                                   "best_epoch": self.best["epoch"],
+                                   "model": str(self.out / f"{chosen}.safetensors")}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[status]}"), console=self.console)
+
+
+def model_distances(
+    model: nn.Module,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    *,
+    height: int,
+    width: int,
+    normalize: bool,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Query x gallery distances: pair scores for ``model.ranks_by == "pairs"``, else Euclidean
+    distances of the model's features. Images are resized to ``height`` x ``width``."""
+    transform = build_transforms(height, width, train=False, normalize=normalize)
+    q_loader, g_loader = (build_test_loader(r, transform, batch_size=batch_size,
+                                            num_workers=num_workers) for r in (query, gallery))
+    model = model.to(device)
+    if getattr(model, "ranks_by", "embedding") == "pairs":
+        return pair_distance_matrix(model, q_loader, g_loader, batch_size=batch_size,
+                                    progress=False)
+    qf, gf = (extract_features(model, loader, device) for loader in (q_loader, g_loader))
+    return compute_distance(qf, gf, metric="euclidean")
+
+
+def evaluate_records(
+    model: MTDNet,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """mAP / rank-1 / rank-5 / mINP of an MTDnet under the ``market1501`` protocol."""
+    height, width = model.config["input_size"]
+    distmat = model_distances(model, query, gallery, height=height, width=width,
+                              normalize=not model.caffe_input, batch_size=batch_size,
+                              num_workers=num_workers, device=device)
+    result = evaluate_rank(distmat, np.array([r.pid for r in query]),
+                           np.array([r.pid for r in gallery]), np.array([r.camid for r in query]),
+                           np.array([r.camid for r in gallery]), max_rank=min(50, len(gallery)))
+    return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
+            "rank5": float(result.cmc[min(4, len(result.cmc) - 1)]), "mINP": float(result.mINP)}
+
+
+def split_validation(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Per identity, the images of its first camera as queries and the rest as gallery.
+
+    Unlike one query per camera, this keeps a gallery match for sets with one image per camera
+    (VIPeR, PRID2011); identities seen by one camera only are dropped.
+    """
+    cams: dict[int, set[int]] = {}
+    for r in records:
+        cams.setdefault(r.pid, set()).add(r.camid)
+    usable = [r for r in records if len(cams[r.pid]) > 1]
+    query = [r for r in usable if r.camid == min(cams[r.pid])]
+    gallery = [r for r in usable if r.camid != min(cams[r.pid])]
+    if not query:
+        raise ValueError("no validation identity is seen by two cameras; raise data.val_ids or "
+                         "set it to 0 to keep the last epoch")
+    return query, gallery
+
+
+def _status(record: dict[str, Any]) -> str:
+    return " ".join(f"{k[:4]} {record[k]:.3f}"
+                    for k in ("loss", "triplet", "verification", "contrastive") if k in record)
