@@ -30,11 +30,12 @@ def _user_errors():
     """The errors a user can cause, printed as one line instead of a traceback."""
     from reidkit.config import ConfigError
     from reidkit.data.datasets import DatasetLayoutError
+    from reidkit.data.image import ImageReadError
     from reidkit.models.io import CheckpointError
     from reidkit.training.trainer import ResumeError
 
-    return (ConfigError, DatasetLayoutError, CheckpointError, ResumeError, FileNotFoundError,
-            ValueError)
+    return (ConfigError, DatasetLayoutError, CheckpointError, ResumeError, ImageReadError,
+            FileNotFoundError, ValueError, ImportError)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -113,6 +114,8 @@ def train(
 
     try:
         cfg = load_config(config, ctx.args)
+        if cfg.model.name == "mtdnet":
+            from reidkit.training.mtdnet_trainer import MTDNetTrainer as Trainer  # noqa: N814
         summary = Trainer(cfg, resume=resume).fit()
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
@@ -124,30 +127,36 @@ def train(
 def evaluate(
     distmat: Annotated[Path | None, typer.Option(
         help=".npz with distmat, q_pids, g_pids, q_camids, g_camids")] = None,
+    query: Annotated[Path | None, typer.Option(help="query feature file (reidkit extract)")] = None,
+    gallery: Annotated[Path | None, typer.Option(help="gallery feature file")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="model file (.safetensors)")] = None,
     dataset: Annotated[str, typer.Option(help="data set name, with --checkpoint")] = "market1501",
     root: Annotated[Path | None, typer.Option(help="data set folder, with --checkpoint")] = None,
-    height: Annotated[int, typer.Option(help="input height, with --checkpoint")] = 384,
-    width: Annotated[int, typer.Option(help="input width, with --checkpoint")] = 128,
     protocol: Annotated[str, typer.Option(help="market1501 | cuhk03")] = "market1501",
     ap: Annotated[str, typer.Option(help="standard | official")] = "standard",
-    metric: Annotated[str, typer.Option(help="euclidean | cosine, with --checkpoint")] = "euclidean",
+    metric: Annotated[str, typer.Option(help="euclidean | cosine (features)")] = "euclidean",
+    rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking (features)")] = False,
     max_rank: Annotated[int, typer.Option(help="longest CMC rank")] = 50,
 ) -> None:
-    """CMC, mAP and mINP from a saved distance matrix or from a trained model on a data set.
+    """CMC, mAP and mINP from a distance matrix, from feature files, or from a model on a data set.
 
     Examples: reidkit evaluate --distmat dist.npz
-              reidkit evaluate --checkpoint runs/demo/best.safetensors --dataset market1501 --root data/synth
+              reidkit evaluate --query q.safetensors --gallery g.safetensors --rerank
+              reidkit evaluate --checkpoint run/best.safetensors --root data/synth
     """
     from reidkit.evaluation import evaluate_rank
 
     try:
         if distmat is not None:
+            if rerank:
+                raise ValueError("--rerank needs features: use --query/--gallery or --checkpoint")
             arrays = _load_distmat(distmat)
+        elif query is not None and gallery is not None:
+            arrays = _feature_distmat(*_load_feature_pair(query, gallery), metric, rerank)
         elif checkpoint is not None and root is not None:
-            arrays = _model_distmat(checkpoint, dataset, root, height, width, metric)
+            arrays = _feature_distmat(*_extract_dataset(checkpoint, dataset, root), metric, rerank)
         else:
-            raise _fail("give --distmat FILE, or --checkpoint FILE with --root DIR")
+            raise _fail("give --distmat FILE, --query/--gallery FILES, or --checkpoint with --root")
         result = evaluate_rank(*arrays, max_rank=max_rank, protocol=protocol, ap=ap)
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
@@ -165,24 +174,30 @@ def _load_distmat(path: Path) -> tuple[np.ndarray, ...]:
         return tuple(data[k] for k in keys)
 
 
-def _model_distmat(checkpoint: Path, dataset: str, root: Path, height: int, width: int,
-                   metric: str) -> tuple[np.ndarray, ...]:
-    from reidkit.data import load_dataset
-    from reidkit.data.loader import build_test_loader
-    from reidkit.data.transforms import build_transforms
-    from reidkit.evaluation import compute_distance
-    from reidkit.models.inference import extract_features
-    from reidkit.models.io import load_model
+def _load_feature_pair(query: Path, gallery: Path):
+    from reidkit.retrieval.features import check_same_model, load_features
 
-    model = load_model(checkpoint)
+    q, g = load_features(query), load_features(gallery)
+    check_same_model(q, g)
+    return q, g
+
+
+def _extract_dataset(checkpoint: Path, dataset: str, root: Path):
+    from reidkit.data import load_dataset
+    from reidkit.retrieval.features import extract_feature_set
+
     data = load_dataset(dataset, root)
-    transform = build_transforms(height, width, train=False)
-    feats = [extract_features(model, build_test_loader(records, transform, batch_size=64,
-                                                       num_workers=2))
-             for records in (data.query, data.gallery)]
-    dist = compute_distance(feats[0], feats[1], metric=metric)
-    return (dist, *(np.array([getattr(r, key) for r in records])
-                    for key in ("pid", "camid") for records in (data.query, data.gallery)))
+    return tuple(extract_feature_set(checkpoint, records) for records in (data.query, data.gallery))
+
+
+def _feature_distmat(q, g, metric: str, rerank: bool) -> tuple[np.ndarray, ...]:
+    from reidkit.evaluation import compute_distance, re_rank_features
+
+    if rerank:
+        dist = re_rank_features(q.features, g.features, metric=metric)
+    else:
+        dist = compute_distance(q.features, g.features, metric=metric)
+    return dist, q.pids, g.pids, q.camids, g.camids
 
 
 def print_rank_result(result) -> None:
@@ -192,6 +207,198 @@ def print_rank_result(result) -> None:
     ranks = [result.cmc[k - 1] if k <= len(result.cmc) else float("nan") for k in (1, 5, 10, 20)]
     table.add_row(*(f"{100 * v:.1f}" for v in (result.mAP, result.mINP, *ranks)))
     console.print(table)
+
+
+# --------------------------------------------------------------------------- retrieval
+@app.command()
+def extract(
+    checkpoint: Annotated[Path, typer.Option(help="model file (.safetensors)")],
+    out: Annotated[Path, typer.Option(help="feature file to write (.safetensors or .npz)")],
+    images: Annotated[Path | None, typer.Option(help="a folder of images (any layout)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="data set name instead of --images")] = None,
+    root: Annotated[Path | None, typer.Option(help="data set folder, with --dataset")] = None,
+    subset: Annotated[str, typer.Option(help="query | gallery | train, with --dataset")] = "gallery",
+    flip: Annotated[bool, typer.Option(help="average with the mirrored image's feature")] = False,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Extract features of a folder or of a data set's subset into a feature file.
+
+    Examples: reidkit extract --checkpoint run/best.safetensors --images photos/ --out g.safetensors
+              reidkit extract --checkpoint run/best.safetensors --dataset market1501 \\
+                  --root data/synth --subset query --out q.npz
+    """
+    from reidkit.data import load_dataset
+    from reidkit.retrieval.features import extract_feature_set, save_features
+
+    try:
+        if images is not None:
+            records = load_dataset("folder", images).gallery
+        elif dataset is not None and root is not None:
+            if subset not in ("query", "gallery", "train"):
+                raise ValueError(f"--subset must be query, gallery or train, not {subset!r}")
+            records = getattr(load_dataset(dataset, root), subset)
+        else:
+            raise _fail("give --images DIR, or --dataset NAME with --root DIR")
+        fs = extract_feature_set(checkpoint, records, flip=flip, batch_size=batch_size, device=device)
+        save_features(out, fs)
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {out}: {len(fs):,} images x {fs.dim} dims")
+
+
+@app.command()
+def search(
+    gallery: Annotated[Path, typer.Option(help="gallery feature file")],
+    checkpoint: Annotated[Path, typer.Option(help="the model file the gallery was extracted with")],
+    query: Annotated[list[Path], typer.Option(help="query image (repeat for several)")],
+    topk: Annotated[int, typer.Option(help="matches per query")] = 10,
+    backend: Annotated[str, typer.Option(help="torch | faiss | auto")] = "torch",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+) -> None:
+    """Rank a gallery for one or more query images.
+
+    Example: reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query me.jpg --topk 5
+    """
+    import json
+
+    from reidkit.data.dataset import ImageRecord
+    from reidkit.retrieval.features import check_same_model, extract_feature_set, load_features
+    from reidkit.retrieval.search import GalleryIndex
+
+    try:
+        g = load_features(gallery)
+        size = g.meta.get("input_size") or [None, None]
+        q = extract_feature_set(checkpoint, [ImageRecord(str(p), -1, -1) for p in query],
+                                height=size[0], width=size[1], flip=bool(g.meta.get("flip")),
+                                num_workers=0, progress=False)
+        check_same_model(q, g)
+        dist, idx = GalleryIndex.from_feature_set(g, backend=backend).search(q.features,
+                                                                              min(topk, len(g)))
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    results = {str(path): [{"rank": r + 1, "path": g.paths[i], "distance": float(d),
+                            "pid": int(g.pids[i]), "camid": int(g.camids[i])}
+                           for r, (d, i) in enumerate(zip(drow, irow, strict=True))]
+               for path, drow, irow in zip(query, dist, idx, strict=True)}
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2))
+    for path, matches in results.items():
+        table = Table(title=f"query {path}")
+        for column in ("rank", "distance", "pid", "cam", "path"):
+            table.add_column(column, justify="left" if column == "path" else "right")
+        for m in matches:
+            table.add_row(str(m["rank"]), f"{m['distance']:.4f}", str(m["pid"]), str(m["camid"]),
+                          m["path"])
+        console.print(table)
+
+
+@app.command("rerank")
+def rerank_command(
+    query: Annotated[Path, typer.Option(help="query feature file")],
+    gallery: Annotated[Path, typer.Option(help="gallery feature file")],
+    out: Annotated[Path, typer.Option(help=".npz for `reidkit evaluate --distmat`")],
+    k1: Annotated[int, typer.Option(help="k-reciprocal neighbourhood size")] = 20,
+    k2: Annotated[int, typer.Option(help="query-expansion neighbourhood size")] = 6,
+    lambda_value: Annotated[float, typer.Option("--lambda", help="weight of the original distance")] = 0.3,
+    metric: Annotated[str, typer.Option(help="euclidean | cosine")] = "euclidean",
+) -> None:
+    """k-reciprocal re-ranking of a query x gallery problem into a distance file.
+
+    Example: reidkit rerank --query q.safetensors --gallery g.safetensors --out reranked.npz
+    """
+    from reidkit.evaluation import re_rank_features
+
+    try:
+        q, g = _load_feature_pair(query, gallery)
+        dist = re_rank_features(q.features, g.features, k1, k2, lambda_value, metric=metric)
+        np.savez(out, distmat=dist, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
+                 g_camids=g.camids)
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {out}: {dist.shape[0]:,} x {dist.shape[1]:,} re-ranked distances")
+
+
+@app.command()
+def visualize(
+    query: Annotated[Path, typer.Option(help="query feature file")],
+    gallery: Annotated[Path, typer.Option(help="gallery feature file")],
+    out: Annotated[Path, typer.Option(help="folder for the PNGs")],
+    num: Annotated[int, typer.Option(help="number of queries to draw")] = 8,
+    topk: Annotated[int, typer.Option(help="matches per ranked list")] = 10,
+    metric: Annotated[str, typer.Option(help="euclidean | cosine")] = "euclidean",
+) -> None:
+    """Ranked-list pictures (green/red borders when labels are known) and a CMC plot.
+
+    Example: reidkit visualize --query q.safetensors --gallery g.safetensors --out pictures/
+    """
+    from reidkit.data.dataset import ImageRecord
+    from reidkit.evaluation import compute_distance, evaluate_rank
+    from reidkit.retrieval.visualize import plot_cmc, ranked_lists
+
+    try:
+        q, g = _load_feature_pair(query, gallery)
+        dist = compute_distance(q.features, g.features, metric=metric)
+        labelled = bool((q.pids >= 0).any() and (g.pids >= 0).any())
+        records = [[ImageRecord(p, int(i), int(c)) for p, i, c in zip(fs.paths, fs.pids, fs.camids,
+                                                                        strict=True)]
+                   for fs in (q, g)]
+        out.mkdir(parents=True, exist_ok=True)
+        picks = np.linspace(0, len(q) - 1, min(num, len(q))).round().astype(int).tolist()
+        for n, image in enumerate(ranked_lists(dist, *records, picks, topk=topk, labelled=labelled)):
+            image.save(out / f"ranked_{n:03d}.png")
+        if labelled:
+            result = evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids,
+                                   max_rank=min(50, len(g)))
+            plot_cmc({"model": result.cmc}, out / "cmc.png")
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {len(picks)} ranked lists{' and cmc.png' if labelled else ''} to {out}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="model file (.safetensors)")],
+    onnx: Annotated[Path, typer.Option(help="ONNX file to write")],
+    part: Annotated[str, typer.Option(help="features (Pyramid) | rank | verify (MTDnet)")] = "features",
+    atol: Annotated[float, typer.Option(help="largest accepted difference from PyTorch")] = 1e-4,
+) -> None:
+    """Export a model to ONNX and check it against PyTorch with onnxruntime.
+
+    Example: reidkit export --checkpoint run/best.safetensors --onnx pyramid.onnx
+    """
+    from reidkit.export import ExportParityError, export_onnx
+
+    try:
+        report = export_onnx(checkpoint, onnx, part=part, atol=atol)
+    except ExportParityError as exc:
+        raise _fail(f"{exc} (max abs difference {exc.max_abs_diff:.3g})") from None
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {report.path} ({report.part}, input {report.input_size[0]}x"
+                  f"{report.input_size[1]}, opset {report.opset}); onnxruntime vs PyTorch: max abs "
+                  f"difference {report.max_abs_diff:.3g} (tolerance {report.atol:g})")
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="model file (.safetensors)")],
+    gallery: Annotated[Path, typer.Option(help="gallery feature file from `reidkit extract`")],
+    query: Annotated[Path | None, typer.Option(help="optional query feature file")] = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    k: Annotated[int, typer.Option(help="default number of matches")] = 10,
+) -> None:
+    """Serve gallery search over HTTP, with a web page at /.
+
+    Example: reidkit serve --checkpoint run/best.safetensors --gallery g.safetensors --query q.safetensors
+    """
+    try:
+        from reidkit.serve import serve as run_service
+
+        run_service(checkpoint, gallery, query_features=query, host=host, port=port, k_default=k)
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- demo

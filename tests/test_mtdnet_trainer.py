@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reidkit.config import load_config, list_recipes
+from reidkit.config import list_recipes, load_config
+from reidkit.data import ImageRecord
 from reidkit.data.synthetic import generate
 from reidkit.models.io import CheckpointError, save_model
 from reidkit.models.mtdnet import build_mtdnet
@@ -81,17 +82,18 @@ def test_fit_logs_validates_and_saves_a_loadable_model(roots, tmp_path):
 
 
 def test_resume_continues_exactly(roots, tmp_path):
-    straight = MTDNetTrainer(tiny(roots / "a", tmp_path / "a"))
+    straight = MTDNetTrainer(tiny(roots / "a", tmp_path / "a", "data.val_ids=0"))
     straight.fit()
-    MTDNetTrainer(tiny(roots / "a", tmp_path / "b", "train.epochs=1")).fit()
-    resumed = MTDNetTrainer(tiny(roots / "a", tmp_path / "b"), resume=True)
+    MTDNetTrainer(tiny(roots / "a", tmp_path / "b", "data.val_ids=0", "train.epochs=1")).fit()
+    resumed = MTDNetTrainer(tiny(roots / "a", tmp_path / "b", "data.val_ids=0"), resume=True)
     assert (resumed.epoch, resumed.step) == (1, 2)
     resumed.fit()
     for (name, a), b in zip(straight.target.state_dict().items(),
                             resumed.target.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     with pytest.raises(ResumeError, match="mtdnet.margin"):
-        MTDNetTrainer(tiny(roots / "a", tmp_path / "b", "mtdnet.margin=0.5"), resume=True)
+        MTDNetTrainer(tiny(roots / "a", tmp_path / "b", "data.val_ids=0", "mtdnet.margin=0.5"),
+                      resume=True)
 
 
 @pytest.mark.parametrize(("variant", "terms"), [
@@ -153,7 +155,6 @@ def test_cross_domain_needs_a_source_model(roots, tmp_path):
 
 
 def test_split_validation_keeps_a_gallery_match_for_one_image_per_camera():
-    from reidkit.data import ImageRecord
     records = [ImageRecord("a", 0, 1), ImageRecord("b", 0, 0), ImageRecord("c", 1, 0),
                ImageRecord("d", 2, 3), ImageRecord("e", 2, 5), ImageRecord("f", 2, 3)]
     query, gallery = split_validation(records)
