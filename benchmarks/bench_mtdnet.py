@@ -29,7 +29,7 @@ from reidkit.training.mtdnet_trainer import MTDNetTrainer, load_mtdnet
 from reidkit.training.protocols import evaluate_split
 
 SIZE = (80, 67)  # near the generator's 2:1 crops; CaffeNet's trunk needs >= 67 pixels a side
-SOURCE_STEPS, TARGET_STEPS, TRIPLETS = 60, 40, 8
+SOURCE_STEPS, TARGET_STEPS, TRIPLETS = 20, 12, 8
 RESULTS = Path(__file__).parent / "results" / "mtdnet.md"
 quiet = Console(stderr=True, quiet=True)
 

@@ -24,6 +24,11 @@ def command(data_root, out, *extra):
             "train.log_every=1"]
 
 
+def run(cmd):
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def steps_logged(out):
     path = out / "metrics.jsonl"
     return path.read_text().count('"id_loss"') if path.exists() else 0
@@ -33,19 +38,19 @@ def test_sigkill_mid_epoch_then_resume_matches_a_straight_run(tmp_path):
     data_root = tmp_path / "data"
     generate(data_root, preset="tiny", num_train_ids=10, num_test_ids=3, images_per_id=4, seed=4)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(command(data_root, straight), check=True, capture_output=True)
+    run(command(data_root, straight))
 
     proc = subprocess.Popen(command(data_root, killed), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while steps_logged(killed) < ITERS + 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed: {stderr[-3000:]}"
     assert ITERS < steps_logged(killed) < 3 * ITERS  # killed inside the second or third epoch
 
-    subprocess.run(command(data_root, killed, "--resume"), check=True, capture_output=True)
+    run(command(data_root, killed, "--resume"))
     a, b = load_file(straight / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys()
     for name in a:

@@ -10,12 +10,14 @@ from torch import nn
 from reidkit.models.backbones import ARCHITECTURES, ResNetBackbone
 from reidkit.models.base import ReIDModel, TrainOutput
 from reidkit.models.baseline import GlobalBaseline
+from reidkit.models.mtdnet import build_mtdnet
 from reidkit.models.pyramid import Pyramid, stripes
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "pyramid": Pyramid,
     "stripes": stripes,
     "baseline": GlobalBaseline,
+    "mtdnet": build_mtdnet,
 }
 
 __all__ = [

@@ -1,0 +1,28 @@
+"""Assemble BENCHMARKS.md from the sections the benchmark scripts wrote to benchmarks/results/.
+
+Run the benchmarks first (each writes results/<name>.md), then: python benchmarks/collect.py
+"""
+
+from pathlib import Path
+
+ORDER = ["evaluation", "synthetic", "pyramid", "training", "extraction", "rerank", "search",
+         "onnx", "pair_scoring", "mtdnet", "serve"]
+HEADER = """# Benchmarks
+
+Measured on this project's machines (2 CPU cores, 24 GiB, no GPU) by the scripts in `benchmarks/`.
+Speed goals are ratios against a baseline timed in the same run, because these machines are shared
+and noisy; every section names the command that produced it and the machine load at the time.
+"""
+
+
+def main() -> None:
+    here = Path(__file__).parent
+    sections = {p.stem: p.read_text().strip() for p in sorted((here / "results").glob("*.md"))}
+    ordered = [n for n in ORDER if n in sections] + sorted(set(sections) - set(ORDER))
+    text = HEADER + "".join(f"\n{sections[name]}\n" for name in ordered)
+    (here.parent / "BENCHMARKS.md").write_text(text)
+    print(f"BENCHMARKS.md: {len(ordered)} sections ({', '.join(ordered)})")
+
+
+if __name__ == "__main__":
+    main()
