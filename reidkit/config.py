@@ -38,7 +38,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "pyramid"  # pyramid | stripes | baseline | mtdnet
     backbone: str = "resnet50"
-    pretrained: str | None = None  # local ImageNet checkpoint; see `reidkit train --help`
+    pretrained: str | bool | None = None  # local ImageNet checkpoint file; true: download it
     options: dict[str, Any] = Field(default_factory=dict)  # num_stripes, feat_dim, dropout, ...
 
 
@@ -47,6 +47,9 @@ class LossConfig(_Section):
     triplet_margin: float = Field(1.4, ge=0)
     soft_margin: bool = False
     normalize_features: bool = False  # triplet on L2-normalised features
+    # concat: one triplet loss on the concatenated feature (DESIGN); branches: one per branch's
+    # 128-d feature, summed (the authors' released train.py)
+    triplet_on: Literal["concat", "branches"] = "concat"
 
 
 class DynamicConfig(_Section):

@@ -34,13 +34,17 @@ KEYS: list[tuple[str, str, FieldInfo]] = [
 KEY_NAMES = sorted({key for _, key, _ in KEYS} | set(SECTIONS))
 
 
-def unwrap(annotation: Any) -> tuple[Any, bool]:
-    """``(X, True)`` for ``X | None``, else ``(annotation, False)``."""
+def members(annotation: Any) -> list[Any]:
+    """The types a field accepts: the members of a union (``None`` included), or the type itself."""
     if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        assert len(args) == 1, f"unexpected union {annotation}"
-        return args[0], True
-    return annotation, False
+        return list(get_args(annotation))
+    return [annotation]
+
+
+def number_kind(field: FieldInfo) -> type | None:
+    """``int`` or ``float`` for a numeric field (optional or not), else None."""
+    kinds = [k for k in members(field.annotation) if k is not type(None)]
+    return kinds[0] if kinds in ([int], [float]) else None
 
 
 # --- values of every wrong shape -------------------------------------------------------------------
@@ -48,7 +52,6 @@ def unwrap(annotation: Any) -> tuple[Any, bool]:
 WORD = st.text(max_size=8).map(lambda s: "x" + s)  # never parses as a number or a boolean
 INTS = st.integers(-10**6, 10**6)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
-WORD_LIST = st.lists(WORD, min_size=1, max_size=3)
 INT_LIST = st.lists(INTS, max_size=3)
 SOME_DICT = st.dictionaries(WORD, INTS, max_size=2)
 JSONISH = st.recursive(
@@ -57,38 +60,54 @@ JSONISH = st.recursive(
                                                                           max_size=3)),
     max_leaves=8,
 )
+# Shapes of YAML values. A shape is a wrong value for a field when no member type of the field
+# accepts it under any reading (booleans for numbers are left to the strictness test below).
+SHAPES: dict[str, st.SearchStrategy[Any]] = {
+    "null": st.none(),
+    "word": WORD,
+    "integer": INTS.filter(lambda i: i not in (0, 1)),  # 0 and 1 also read as booleans
+    "fraction": FLOATS.filter(lambda f: not f.is_integer()),
+    "boolean": st.booleans(),
+    "int list": INT_LIST,
+    "word list": st.lists(WORD, min_size=1, max_size=3),
+    "int mapping": SOME_DICT,
+    "word mapping": st.dictionaries(WORD, WORD, min_size=1, max_size=2),
+}
+
+
+def accepted_shapes(kind: Any) -> set[str]:
+    origin = get_origin(kind)
+    if kind is type(None):
+        return {"null"}
+    if kind is int:
+        return {"integer", "boolean"}
+    if kind is float:
+        return {"integer", "fraction", "boolean"}
+    if kind is bool:
+        return {"boolean"}
+    if kind is str:
+        return {"word"}
+    if origin is Literal:
+        assert not any(str(choice).startswith("x") for choice in get_args(kind))
+        return set()
+    if origin is list and get_args(kind) == (int,):
+        return {"int list"}
+    if origin is dict and get_args(kind)[1] is Any:
+        return {"int mapping", "word mapping"}
+    if origin is dict and get_args(kind)[1] is float:
+        return {"int mapping"}
+    raise AssertionError(f"no shapes known for {kind}; teach this test the new type")
 
 
 def wrong_values(annotation: Any) -> st.SearchStrategy[Any]:
-    """Values whose type is not the field's type, under any reading of it."""
-    kind, optional = unwrap(annotation)
-    wrong: list[st.SearchStrategy[Any]] = [] if optional else [st.none()]
-    origin = get_origin(kind)
-    if kind is int:
-        wrong += [WORD, INT_LIST, SOME_DICT, FLOATS.filter(lambda f: not f.is_integer())]
-    elif kind is float:
-        wrong += [WORD, INT_LIST, SOME_DICT]
-    elif kind is bool:
-        wrong += [WORD, INT_LIST, SOME_DICT, INTS.filter(lambda i: i not in (0, 1)),
-                  FLOATS.filter(lambda f: f not in (0.0, 1.0))]
-    elif kind is str:
-        wrong += [INTS, FLOATS, st.booleans(), INT_LIST, SOME_DICT]
-    elif origin is Literal:
-        wrong += [WORD.filter(lambda s: s not in get_args(kind)), INTS, INT_LIST, SOME_DICT]
-    elif origin is list:
-        wrong += [WORD, INTS, SOME_DICT, WORD_LIST]
-    elif origin is dict and get_args(kind)[1] is Any:
-        wrong += [WORD, INTS, INT_LIST]
-    elif origin is dict:
-        wrong += [WORD, INTS, INT_LIST, st.dictionaries(WORD, WORD, min_size=1, max_size=2)]
-    else:
-        raise AssertionError(f"no wrong values for {annotation}; teach this test the new type")
-    return st.one_of(wrong)
+    """Values whose type is none of the field's types, under any reading of them."""
+    accepted = set().union(*(accepted_shapes(kind) for kind in members(annotation)))
+    return st.one_of([shape for name, shape in SHAPES.items() if name not in accepted])
 
 
 def out_of_range(field: FieldInfo) -> st.SearchStrategy[float] | None:
     """Numbers just outside one of the field's bounds (integers for an int field), or None."""
-    integral = unwrap(field.annotation)[0] is int
+    integral = number_kind(field) is int
     outside: list[st.SearchStrategy[float]] = []
     for bound in field.metadata:
         if isinstance(bound, annotated_types.Gt | annotated_types.Ge):
@@ -160,7 +179,7 @@ def test_unknown_key_at_every_level(level: str, key: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(("section", "key", "field"),
-                         key_params(lambda f: unwrap(f.annotation)[0] in (int, float)))
+                         key_params(lambda f: number_kind(f) is not None))
 @pytest.mark.parametrize("value", [True, False, math.inf, -math.inf, math.nan])
 def test_booleans_and_non_finite_numbers_are_not_numbers(section: str, key: str, field: FieldInfo,
                                                          value: Any) -> None:
@@ -256,7 +275,7 @@ def test_random_overrides(overrides: list[str]) -> None:
 
 def _open_int(field: FieldInfo) -> bool:
     """An int key that accepts every integer from 1 up."""
-    return unwrap(field.annotation)[0] is int and all(
+    return number_kind(field) is int and all(
         isinstance(b, annotated_types.Gt) and b.gt <= 0 or isinstance(b, annotated_types.Ge) and b.ge <= 1
         for b in field.metadata)
 

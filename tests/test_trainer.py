@@ -74,3 +74,16 @@ def test_lr_factor_warmup_and_steps():
     assert lr_factor(30, **args) == 0.5
     assert lr_factor(49, **args) == 0.5
     assert lr_factor(50, **args) == 0.25
+
+
+def test_triplet_per_branch_sums_the_branch_losses(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, tmp_path, "loss.triplet_on=branches"))
+    torch.manual_seed(0)
+    feats = torch.randn(8, 6 * 128)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    result = trainer._triplet(feats, pids)
+    expected = sum(trainer.triplet(f, pids).loss for f in feats.split(128, dim=1))
+    torch.testing.assert_close(result.loss, expected)
+    assert result.num_valid == 8
+    whole = trainer.triplet(feats, pids).loss
+    assert not torch.isclose(result.loss, whole)  # a different objective from the concatenation

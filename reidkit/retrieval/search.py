@@ -52,8 +52,9 @@ class GalleryIndex:
     """Exact search of a gallery of features (N, D); see the module docstring.
 
     ``backend="auto"`` uses PyTorch: it searches the gallery in place, where faiss first copies it,
-    and it was the faster of the two in ``benchmarks/results/search.md``. ``chunk_size`` is the number of gallery rows scored at once (default: about 16M
-    elements per block of scores or chunk of gallery).
+    and it was the faster of the two in ``benchmarks/results/search.md``. ``chunk_size`` is the
+    number of gallery rows scored at once (default: about 16M elements per block of scores or
+    chunk of gallery).
     """
 
     def __init__(

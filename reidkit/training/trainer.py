@@ -29,7 +29,7 @@ from reidkit.data.loader import ImageDataset, build_test_loader
 from reidkit.data.samplers import BalancedIdentitySampler, RandomBatchSampler
 from reidkit.data.transforms import build_transforms
 from reidkit.evaluation import compute_distance, evaluate_rank
-from reidkit.losses import TripletLoss, id_loss
+from reidkit.losses import TripletLoss, TripletResult, id_loss
 from reidkit.models import build_model
 from reidkit.models.inference import extract_features
 from reidkit.models.io import atomic_write, save_model
@@ -194,7 +194,7 @@ class Trainer:
             loss_id = id_loss(out.logits, pids, label_smoothing=self.cfg.loss.label_smoothing)
         joint = decision.objective == "joint"
         feats = out.features.float() if joint else out.features.detach().float()
-        trip = self.triplet(feats, pids)
+        trip = self._triplet(feats, pids)
         loss = loss_id
         if joint:
             loss = decision.weights["id"] * loss_id
@@ -223,6 +223,14 @@ class Trainer:
                 "objective": decision.objective, "sampler": decision.sampler,
                 "w_id": decision.weights["id"], "w_tp": decision.weights["tp"],
                 "lr": lr}
+
+    def _triplet(self, feats: torch.Tensor, pids: torch.Tensor) -> TripletResult:
+        if self.cfg.loss.triplet_on == "concat":
+            return self.triplet(feats, pids)
+        width = getattr(self.bare_model, "feat_dim", feats.shape[1])
+        parts = [self.triplet(f, pids) for f in feats.split(width, dim=1)]
+        return TripletResult(sum(p.loss for p in parts), min(p.num_valid for p in parts),
+                             sum(p.precision for p in parts) / len(parts))
 
     def scheduler_end_epoch(self) -> None:
         if self.cfg.dynamic.update == "epoch":
