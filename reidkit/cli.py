@@ -32,7 +32,7 @@ def _user_errors():
     from reidkit.data.datasets import DatasetLayoutError
     from reidkit.data.image import ImageReadError
     from reidkit.models.io import CheckpointError
-    from reidkit.training.trainer import ResumeError
+    from reidkit.training.base import ResumeError
 
     return (ConfigError, DatasetLayoutError, CheckpointError, ResumeError, ImageReadError,
             FileNotFoundError, ValueError, ImportError)
@@ -102,18 +102,28 @@ def datasets_synth(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="YAML recipe from configs/")] = None,
+    config: Annotated[str | None, typer.Option(help="recipe name (reidkit/configs) or YAML file")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in train.output_dir")] = False,
+    all_splits: Annotated[bool, typer.Option(
+        help="train and evaluate every split of a multi-split data set; report the mean CMC")] = False,
+    splits: Annotated[str | None, typer.Option(help="only these splits, e.g. 0,3")] = None,
 ) -> None:
     """Train a model from a recipe; extra arguments override keys (section.key=value).
 
-    Example: reidkit train --config configs/pyramid_market1501_r50.yaml train.epochs=60
+    Examples: reidkit train --config pyramid_market1501_r50 data.root=data/market train.epochs=60
+              reidkit train --config mtdnet_viper --all-splits data.root=data/VIPeR
     """
     from reidkit.config import load_config
     from reidkit.training.trainer import Trainer
 
     try:
         cfg = load_config(config, ctx.args)
+        if all_splits or splits is not None:
+            from reidkit.training.protocols import run_protocol
+
+            chosen = [int(s) for s in splits.split(",")] if splits else None
+            console.print(run_protocol(cfg, chosen, console).as_markdown())
+            return
         if cfg.model.name == "mtdnet":
             from reidkit.training.mtdnet_trainer import MTDNetTrainer as Trainer  # noqa: N814
         summary = Trainer(cfg, resume=resume).fit()

@@ -59,3 +59,12 @@ def test_bad_files(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listing)
+
+
+def test_yaml_floats_without_a_dot_and_strict_types():
+    cfg = load_config(None, ["optim.lr=1e-4", "optim.new_lr=3E-3"])
+    assert (cfg.optim.lr, cfg.optim.new_lr) == (1e-4, 3e-3)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=true"])  # not 1 epoch
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(None, ["optim.lr=.inf"])

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -248,19 +245,6 @@ NEW_PROTOCOL = {  # variant: (train images, query images, gallery images)
     "labeled": (7_368, 1_400, 5_328),
     "detected": (7_365, 1_400, 5_332),
 }
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A folder for ~14,000 empty files: RAM-backed /dev/shm where there is one (fast on a busy
-    disk), else pytest's temporary folder."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="reidkit-test-", dir=shm))
-        yield path
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("scratch")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,19 +42,6 @@ MARKET_TEST_PIDS = list(range(1, 2 * 750, 2))  # 750 query ids
 DUKE_TRAIN_PIDS = list(range(1, 2 * 702, 2))  # 702 ids
 DUKE_TEST_PIDS = list(range(2, 2 * 702 + 1, 2))  # 702 query ids
 DUKE_DISTRACTOR_PIDS = list(range(5000, 5408))  # 408 gallery-only ids
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A folder for ~70,000 empty files: RAM-backed /dev/shm where there is one (fast on a busy
-    disk), else pytest's temporary folder."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="reidkit-test-", dir=shm))
-        yield path
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("scratch")
 
 
 @pytest.fixture(scope="module")

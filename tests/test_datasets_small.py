@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from reidkit.data import load_dataset
+from reidkit.data import ImageRecord, load_dataset
 from reidkit.data.datasets import DatasetLayoutError
+from reidkit.data.datasets._common import single_shot_split
 
 
 def touch_all(folder: Path, names: list[str]) -> None:
@@ -24,19 +23,6 @@ def touch_all(folder: Path, names: list[str]) -> None:
 
 def base(path: str) -> str:
     return os.path.basename(path)
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A folder for thousands of empty files: RAM-backed /dev/shm where there is one (fast on a
-    busy disk), else pytest's temporary folder."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="reidkit-test-", dir=shm))
-        yield path
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("scratch")
 
 
 # ---- CUHK01 ------------------------------------------------------------------------------
@@ -193,3 +179,38 @@ def test_prid2011_layout_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetLayoutError, match="person_0001.png") as info:
         load_dataset("prid2011", tmp_path)
     assert "single_shot" in str(info.value) and "Graz" in str(info.value)
+
+
+# ---- the shared single-shot split ----------------------------------------------------------
+
+def test_single_shot_split_against_reference() -> None:
+    # 30 identities with 1..3 images; those with one image cannot be tested, only trained on
+    by_pid = {p: [ImageRecord(f"{p}/{i}.jpg", p, i % 2) for i in range(1 + p % 3)]
+              for p in range(10, 40)}
+    candidates = [p for p, images in by_pid.items() if len(images) >= 2]
+
+    def pick(images: Sequence[ImageRecord], rng: np.random.Generator) -> tuple[ImageRecord, ImageRecord]:
+        q, g = rng.choice(len(images), size=2, replace=False).tolist()
+        return images[q], images[g]
+
+    train, query, gallery = single_shot_split(
+        by_pid, 5, split=3, seed=7, dataset="toy", candidates=candidates, pick=pick
+    )
+    # reference: the split's generator draws the test ids from the sorted candidates, then the
+    # picks in ascending test id order
+    rng = np.random.default_rng([7, 3])
+    test = sorted(rng.choice(sorted(candidates), size=5, replace=False).tolist())
+    expected = [pick(by_pid[p], rng) for p in test]
+    assert query == [q for q, _ in expected] and gallery == [g for _, g in expected]
+    assert [r.pid for r in query] == test
+    assert train == [r for p in sorted(by_pid) if p not in test for r in by_pid[p]]
+    assert {p for p in by_pid if len(by_pid[p]) == 1} <= {r.pid for r in train}
+
+    # the default pick takes the first image as query and the second as gallery, drawing nothing
+    _, query, gallery = single_shot_split(by_pid, 5, split=3, seed=7, dataset="toy",
+                                          candidates=candidates)
+    assert [(q.path, g.path) for q, g in zip(query, gallery, strict=True)] == [
+        (f"{p}/0.jpg", f"{p}/1.jpg") for p in test
+    ]
+    with pytest.raises(ValueError, match="toy: cannot hold out 20 of 20 .* between 1 and 19"):
+        single_shot_split(by_pid, 20, split=0, seed=0, dataset="toy", candidates=candidates)

@@ -11,8 +11,8 @@ from reidkit.data import ImageRecord
 from reidkit.data.synthetic import generate
 from reidkit.models.io import CheckpointError, save_model
 from reidkit.models.mtdnet import build_mtdnet
+from reidkit.training.base import ResumeError
 from reidkit.training.mtdnet_trainer import MTDNetTrainer, load_mtdnet, split_validation
-from reidkit.training.trainer import ResumeError
 
 pytestmark = pytest.mark.slow
 

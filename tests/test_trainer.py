@@ -8,7 +8,8 @@ import torch
 from reidkit.config import load_config
 from reidkit.data.synthetic import generate
 from reidkit.models.io import load_model
-from reidkit.training.trainer import ResumeError, Trainer, lr_factor
+from reidkit.training.base import ResumeError, lr_factor
+from reidkit.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

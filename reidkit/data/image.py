@@ -23,17 +23,23 @@ class ImageReadError(OSError):
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
     """Decode the whole image at ``path`` and return it in RGB.
 
-    Decoding happens here, not lazily, so truncated or corrupt files fail at this call.
+    Decoding happens here, not lazily, so truncated or corrupt files fail at this call. Images
+    larger than Pillow's ``MAX_IMAGE_PIXELS`` are refused before their pixels are decoded (Pillow
+    itself only warns up to twice that size), so a small file cannot claim gigabytes.
     """
     try:
         with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
+            size = img.width * img.height
+            if Image.MAX_IMAGE_PIXELS is None or size <= Image.MAX_IMAGE_PIXELS:
+                img.load()
+                return img.convert("RGB")
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
     except IsADirectoryError:
         raise ImageReadError(path, "is a directory, not an image file") from None
     except Image.UnidentifiedImageError:
         raise ImageReadError(path, "not an image file, or in a format Pillow cannot read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, NotImplementedError, Image.DecompressionBombError) as exc:
         raise ImageReadError(path, str(exc) or type(exc).__name__) from exc
+    raise ImageReadError(path, f"{size:,} pixels is over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
+                               "(a decompression bomb?)")

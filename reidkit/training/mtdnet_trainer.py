@@ -14,9 +14,6 @@ validation split carved from the training identities. Only the target network is
 
 from __future__ import annotations
 
-import json
-import random
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -35,19 +31,11 @@ from reidkit.data.samplers import CrossCameraTripletSampler, FlattenedBatchSampl
 from reidkit.data.transforms import build_transforms
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.inference import extract_features
-from reidkit.models.io import CheckpointError, atomic_write, load_weights, read_model_meta, save_model
+from reidkit.models.io import CheckpointError, load_weights, read_model_meta
 from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss, build_mtdnet
 from reidkit.retrieval.pair_ranking import pair_distance_matrix
-from reidkit.training.distributed import DistContext
+from reidkit.training.base import TrainerBase
 from reidkit.training.streams import BatchStream
-from reidkit.training.trainer import (
-    STATE_FILE,
-    MetricsLog,
-    ResumeError,
-    _diff,
-    lr_factor,
-    resolve_device,
-)
 
 _HEADS = ("rank_fc.", "verifier.")
 
@@ -92,21 +80,18 @@ def init_from_checkpoint(model: MTDNet, path: str | Path) -> list[str]:
     return fresh
 
 
-class MTDNetTrainer:
+class MTDNetTrainer(TrainerBase):
     """Build everything an MTDnet recipe describes and run it: ``MTDNetTrainer(cfg).fit()``."""
+
+    task_name = "train mtdnet"
 
     def __init__(self, cfg: Config, *, resume: bool = False, console: Console | None = None):
         if cfg.model.name != "mtdnet":
             raise ValueError(f"MTDNetTrainer trains model.name=mtdnet, got {cfg.model.name!r}; "
                              "use reidkit.training.trainer.Trainer")
-        self.cfg = cfg
-        self.console = console or Console(stderr=True)
-        self.out = Path(cfg.train.output_dir)
-        self.device = resolve_device(cfg.train.device)
-        if DistContext.from_env(self.device.type).enabled:
+        super().__init__(cfg, console)
+        if self.dist.enabled:
             raise ValueError("MTDnet training runs in one process; launch it without torchrun")
-        self._seed_everything(cfg.train.seed)
-
         self.dataset, self.val = self._load_data(cfg.data.dataset, cfg.data.root, cfg.data.options,
                                                  cfg.data.val_ids)
         self.model = self._build_model()
@@ -119,25 +104,18 @@ class MTDNetTrainer:
         self.optimizer = self._build_optimizer()
         self.streams = self._build_streams()
         self.iters_per_epoch = cfg.train.iters_per_epoch or len(self.streams["target"].sampler)
-        o = cfg.optim
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.iters_per_epoch, o.warmup_epochs,
-                                                   o.warmup_factor, o.milestones, o.gamma))
-        self.amp = cfg.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.epoch, self.step, self.best = 0, 0, {"mAP": -1.0, "epoch": -1}
-        if resume:
-            self._load_state()
+        self._finish_setup(resume)
+
+    @property
+    def saved_model(self) -> nn.Module:
+        # the frozen source is rebuilt from init_checkpoint on resume: only the target is kept
+        return self.target
+
+    @property
+    def model_in_training(self) -> nn.Module:
+        return self.model
 
     # ----------------------------------------------------------------------------- set-up
-    def _seed_everything(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        if self.cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-
     def _load_data(self, name: str, root: str, options: dict[str, Any], val_ids: int
                    ) -> tuple[ReIDDataset, tuple[list[ImageRecord], list[ImageRecord]] | None]:
         """The training set and a validation query/gallery: the data set's own validation list
@@ -219,31 +197,6 @@ class MTDNetTrainer:
         return streams
 
     # ----------------------------------------------------------------------------- training
-    def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs``; return the summary also written to ``summary.json``."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        log = MetricsLog(self.out, enabled=True)
-        started = time.perf_counter()
-        with self._progress() as progress:
-            task = progress.add_task("train mtdnet", completed=self.step, status="",
-                                     total=self.cfg.train.epochs * self.iters_per_epoch)
-            while self.epoch < self.cfg.train.epochs:
-                self.model.train()
-                for _ in range(self.step - self.epoch * self.iters_per_epoch, self.iters_per_epoch):
-                    record = self.train_step()
-                    log.write(record)
-                    if self.step % self.cfg.train.log_every == 0 or self.step == 1:
-                        progress.update(task, completed=self.step, status=_status(record))
-                self.epoch += 1
-                val = self._maybe_validate()
-                if val is not None:
-                    log.write({"epoch": self.epoch, "step": self.step, **val})
-                self._save_checkpoint(val)
-            progress.update(task, completed=self.step)
-        log.close()
-        return self._finish(time.perf_counter() - started)
-
     def _next_triplets(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
         images, *_ = next(self.streams[name])
         images = images.to(self.device, non_blocking=True)
@@ -261,17 +214,7 @@ class MTDNetTrainer:
             else:
                 outputs = self.model.forward_triplets(*target)
             terms = self.loss(outputs)
-        loss = terms["total"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {self.step}; lower optim.lr/optim.new_lr")
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.lr_schedule.step()
-        self.step += 1
+        lr = self.optimizer_step(terms["total"])
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "lr": lr}
         record.update({("loss" if k == "total" else k): v.item() for k, v in terms.items()})
         return record
@@ -286,72 +229,8 @@ class MTDNetTrainer:
         return evaluate_records(self.target, query, gallery, batch_size=self.cfg.sampler.batch_size,
                                 num_workers=self.cfg.data.num_workers, device=self.device)
 
-    def _maybe_validate(self) -> dict[str, float] | None:
-        last = self.epoch == self.cfg.train.epochs
-        if self.val is None or (self.epoch % self.cfg.train.eval_every and not last):
-            return None
-        return {f"val_{k}": v for k, v in self.evaluate(*self.val).items()}
-
-    # ----------------------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, val: dict[str, float] | None) -> None:
-        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset,
-                "input_size": [self.cfg.data.height, self.cfg.data.width]}
-        save_model(self.out / "last.safetensors", self.target, meta)
-        if val is not None and val["val_mAP"] > self.best["mAP"]:
-            self.best = {"mAP": val["val_mAP"], "epoch": self.epoch}
-            save_model(self.out / "best.safetensors", self.target, {**meta, **val})
-        # the frozen source is rebuilt from init_checkpoint on resume: only the target is kept
-        state = {
-            "config": json.dumps(self.cfg.to_dict()),
-            "model": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_schedule": self.lr_schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "streams": {k: s.state_dict() for k, s in self.streams.items()},
-            "epoch": self.epoch, "step": self.step, "best": json.dumps(self.best),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        }
-        atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(state, tmp))
-
-    def _load_state(self) -> None:
-        path = self.out / STATE_FILE
-        if not path.is_file():
-            raise ResumeError(f"--resume: no training state at {path}; start without --resume")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        now = self.cfg.to_dict()
-        saved["train"]["epochs"] = now["train"]["epochs"]  # extending a finished run is allowed
-        changed = _diff(saved, now)
-        if changed:
-            raise ResumeError(f"--resume: the recipe differs from the run in {self.out}: "
-                              + ", ".join(changed[:6]))
-        self.target.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        for name, stream in self.streams.items():
-            stream.load_state_dict(state["streams"][name])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best = json.loads(state["best"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.console.print(f"resumed {self.out} at epoch {self.epoch}, step {self.step}")
-
-    def _finish(self, seconds: float) -> dict[str, Any]:
-        chosen = "best" if self.best["epoch"] >= 0 else "last"
-        summary: dict[str, Any] = {"epochs": self.epoch, "steps": self.step,
-                                   "train_seconds": round(seconds, 1),
-                                   "best_epoch": self.best["epoch"],
-                                   "model": str(self.out / f"{chosen}.safetensors")}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
-
-    def _progress(self) -> Progress:
-        return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[status]}"), console=self.console)
+    def status(self, record: dict[str, Any]) -> str:
+        return _status(record)
 
 
 def model_distances(

@@ -28,8 +28,9 @@ from reidkit.config import Config
 from reidkit.data import ReIDDataset, load_dataset
 from reidkit.evaluation import evaluate_rank
 from reidkit.models.io import load_model, read_model_meta
+from reidkit.training.base import resolve_device
 from reidkit.training.mtdnet_trainer import MTDNetTrainer, load_mtdnet, model_distances
-from reidkit.training.trainer import Trainer, resolve_device
+from reidkit.training.trainer import Trainer
 
 RANKS = (1, 5, 10, 20)
 

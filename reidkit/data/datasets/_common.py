@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from reidkit.data.dataset import ImageRecord
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -32,9 +34,10 @@ def layout_error(
 
 
 def find_base(root: Path, required: Sequence[str], parents: Sequence[str]) -> Path | None:
-    """Return ``root`` or the first ``root/<parent>`` that holds every entry of ``required``."""
+    """Return ``root`` or the first ``root/<parent>`` that holds every folder of ``required``."""
     for base in (root, *(root / p for p in parents)):
-        if all((base / r).exists() for r in required):
+        # is_dir, not exists: a plain file named like a required folder is a layout error
+        if all((base / r).is_dir() for r in required):
             return base
     return None
 
@@ -42,20 +45,22 @@ def find_base(root: Path, required: Sequence[str], parents: Sequence[str]) -> Pa
 def scan(
     folder: Path, pattern: re.Pattern[str]
 ) -> tuple[list[tuple[str, re.Match[str]]], list[str]]:
-    """Split the entry names of ``folder`` into (name, match) pairs, sorted, and the strays.
+    """Split the entries of ``folder`` into (path, match) pairs and the names that do not match.
 
+    Both lists are sorted by name; each path is :func:`prefix` + name, the form records store.
     Only the directory listing is read (no per-file stat), so that folders of tens of thousands
     of images parse in milliseconds.
     """
     matched: list[tuple[str, re.Match[str]]] = []
     strays: list[str] = []
+    pre = prefix(folder)
     with os.scandir(folder) as entries:
         for entry in entries:
             m = pattern.fullmatch(entry.name)
             if m is None:
                 strays.append(entry.name)
             else:
-                matched.append((entry.name, m))
+                matched.append((pre + entry.name, m))
     matched.sort(key=lambda item: item[0])
     strays.sort()
     return matched, strays
@@ -83,18 +88,61 @@ def split_rng(seed: int, split: int) -> np.random.Generator:
     return np.random.default_rng([seed, split])
 
 
-def split_ids(
-    ids: Iterable[int], num_test: int, rng: np.random.Generator, dataset: str
-) -> tuple[list[int], list[int]]:
-    """Draw ``num_test`` test identities from ``ids``; return sorted (train ids, test ids)."""
-    pool = sorted(ids)
+PickPair = Callable[[Sequence[ImageRecord], np.random.Generator], tuple[ImageRecord, ImageRecord]]
+"""Chooses one test identity's (query, gallery) images; may draw from the split's generator."""
+
+
+def first_two(images: Sequence[ImageRecord], rng: np.random.Generator) -> tuple[ImageRecord, ImageRecord]:
+    """The identity's first image as query and its second as gallery entry (no random draw)."""
+    return images[0], images[1]
+
+
+def single_shot_split(
+    by_pid: Mapping[int, Sequence[ImageRecord]],
+    num_test: int,
+    *,
+    split: int,
+    seed: int,
+    dataset: str,
+    candidates: Iterable[int] | None = None,
+    pick: PickPair = first_two,
+) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
+    """Hold out ``num_test`` identities for split ``split``; return (train, query, gallery).
+
+    The test identities are drawn from ``candidates`` (default: every identity in ``by_pid``)
+    with :func:`split_rng`. Training gets every image of every other identity, in pid order;
+    query and gallery get one image each per test identity, in pid order, chosen by ``pick``
+    from the same generator after the identities are drawn.
+    """
+    pool = sorted(by_pid if candidates is None else candidates)
     if not 0 < num_test < len(pool):
         raise ValueError(
             f"{dataset}: cannot hold out {num_test} of {len(pool)} identities for testing; "
             f"choose a number between 1 and {len(pool) - 1}"
         )
-    test = set(rng.choice(pool, size=num_test, replace=False).tolist())
-    return [p for p in pool if p not in test], sorted(test)
+    rng = split_rng(seed, split)
+    test = sorted(rng.choice(pool, size=num_test, replace=False).tolist())
+    held_out = set(test)
+    train = [r for pid in sorted(by_pid) if pid not in held_out for r in by_pid[pid]]
+    pairs = [pick(by_pid[pid], rng) for pid in test]
+    return train, [q for q, _ in pairs], [g for _, g in pairs]
+
+
+def read_camera_pair(
+    base: Path, pattern: re.Pattern[str], sample: str
+) -> tuple[list[dict[int, ImageRecord]], list[str]]:
+    """Index ``base/cam_a`` (camid 0) and ``base/cam_b`` (camid 1) by pid, one image each.
+
+    ``pattern`` must capture the pid in group 1. Returns the two indexes and the notes on
+    file names that do not parse.
+    """
+    cams: list[dict[int, ImageRecord]] = []
+    notes: list[str] = []
+    for camid, sub in enumerate(("cam_a", "cam_b")):
+        matched, strays = scan(base / sub, pattern)
+        notes += stray_note(strays, sub + "/", sample)
+        cams.append({int(m.group(1)): ImageRecord(path, int(m.group(1)), camid) for path, m in matched})
+    return cams, notes
 
 
 def prefix(folder: Path) -> str:

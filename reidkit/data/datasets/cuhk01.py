@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
@@ -21,10 +24,8 @@ from reidkit.data.datasets._common import (
     check_split,
     find_base,
     layout_error,
-    prefix,
     scan,
-    split_ids,
-    split_rng,
+    single_shot_split,
     stray_note,
 )
 
@@ -35,6 +36,12 @@ _SOURCE = (
     "the CUHK re-identification page of Xiaogang Wang's group (Li, Zhao and Wang, ACCV 2012, "
     "'Human Reidentification with Transferred Metric Learning'); unpack CUHK01.zip"
 )
+
+
+def _pick_views(images: Sequence[ImageRecord], rng: np.random.Generator) -> tuple[ImageRecord, ImageRecord]:
+    """A random camera-A image as query and a random camera-B image as gallery entry."""
+    a, b = ([r for r in images if r.camid == camid] for camid in (0, 1))
+    return a[int(rng.integers(len(a)))], b[int(rng.integers(len(b)))]
 
 
 @register("cuhk01")
@@ -54,26 +61,18 @@ def load_cuhk01(root: Path, *, split: int = 0, test_ids: int = 100, seed: int = 
             _SOURCE,
         )
     by_pid: dict[int, list[ImageRecord]] = defaultdict(list)
-    pre = prefix(folder)
-    for name, m in matched:
+    for path, m in matched:
         camid = 0 if int(m.group(2)) <= 2 else 1
-        by_pid[int(m.group(1))].append(ImageRecord(pre + name, int(m.group(1)), camid))
+        by_pid[int(m.group(1))].append(ImageRecord(path, int(m.group(1)), camid))
     # Only identities seen by both cameras can be probed single-shot across views.
     usable = {p for p, recs in by_pid.items() if {r.camid for r in recs} == {0, 1}}
     notes = stray_note(strays, "campus/", _SAMPLE)
     if len(usable) < len(by_pid):
         notes.append(f"{len(by_pid) - len(usable)} identities lack one camera view: train only")
 
-    rng = split_rng(seed, split)
-    _, test = split_ids(usable, test_ids, rng, "cuhk01")
-    test_set = set(test)
-    train = [r for p in sorted(by_pid) if p not in test_set for r in by_pid[p]]
-    query: list[ImageRecord] = []
-    gallery: list[ImageRecord] = []
-    for pid in test:
-        for camid, subset in ((0, query), (1, gallery)):
-            options = [r for r in by_pid[pid] if r.camid == camid]
-            subset.append(options[int(rng.integers(len(options)))])
+    train, query, gallery = single_shot_split(
+        by_pid, test_ids, split=split, seed=seed, dataset="cuhk01", candidates=usable, pick=_pick_views
+    )
     return ReIDDataset(
         "cuhk01", relabel(train), query, gallery, split=split, num_splits=NUM_SPLITS, notes=notes
     )

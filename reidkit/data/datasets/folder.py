@@ -32,9 +32,11 @@ SUBSET_FOLDERS = {
     "query": ("query",),
     "gallery": ("gallery", "bounding_box_test"),
 }
-_PID = re.compile(r"(-?\d+)_")
-_CAM = re.compile(r"_c(\d+)")
-_INT = re.compile(r"-?\d+")
+# Ids are -1 (junk) or 1-9 ASCII digits, so they fit int64; other signs, unicode digits and
+# longer numbers carry no identity (or no camera).
+_PID = re.compile(r"(-1|\d{1,9})_", re.ASCII)
+_CAM = re.compile(r"_c(\d{1,9})(?!\d)", re.ASCII)
+_INT = re.compile(r"-1|\d{1,9}", re.ASCII)
 _LAYOUT = (
     "{root}/ holding train/, query/ and gallery/ (or any of them, or just images), each with a "
     "folder per identity (gallery/0001/a.jpg) or images named like 0002_c1s1_000451_03.jpg "

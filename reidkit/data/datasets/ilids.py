@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import (
-    check_split,
-    layout_error,
-    prefix,
-    scan,
-    split_ids,
-    split_rng,
-    stray_note,
-)
+from reidkit.data.datasets._common import check_split, layout_error, scan, single_shot_split, stray_note
 
 NUM_SPLITS = 10
 _NAME = re.compile(r"(\d{4})(\d{3})\.(?:jpg|jpeg|png|bmp)", re.IGNORECASE)
@@ -36,6 +31,12 @@ _SOURCE = (
     "the QMUL i-LIDS re-identification release of Queen Mary University of London (Zheng, "
     "Gong and Xiang, BMVC 2009, 'Associating Groups of People'), i-LIDS_Pedestrian.tgz"
 )
+
+
+def _pick_two(images: Sequence[ImageRecord], rng: np.random.Generator) -> tuple[ImageRecord, ImageRecord]:
+    """Two distinct random images: the first the query (camid 0), the second the gallery (camid 1)."""
+    q, g = rng.choice(len(images), size=2, replace=False).tolist()
+    return images[q]._replace(camid=0), images[g]._replace(camid=1)
 
 
 @register("ilids", "qmulilids")
@@ -57,27 +58,16 @@ def load_ilids(root: Path, *, split: int = 0, test_ids: int = 60, seed: int = 0)
             f"like {_SAMPLE} (person 0001, image 001)",
             _SOURCE,
         )
-    by_pid: dict[int, list[str]] = defaultdict(list)
-    pre = prefix(folder)
-    for name, m in matched:
-        by_pid[int(m.group(1))].append(pre + name)
+    by_pid: dict[int, list[ImageRecord]] = defaultdict(list)
+    for path, m in matched:
+        pid = int(m.group(1))
+        by_pid[pid].append(ImageRecord(path, pid, len(by_pid[pid]) % 2))
     notes = stray_note(strays, str(folder), _SAMPLE)
     # A test identity needs two images: one query, one gallery.
-    candidates = [p for p, paths in by_pid.items() if len(paths) >= 2]
-    rng = split_rng(seed, split)
-    _, test = split_ids(candidates, test_ids, rng, "ilids")
-    test_set = set(test)
-    train = [
-        ImageRecord(path, pid, i % 2)
-        for pid in sorted(by_pid) if pid not in test_set
-        for i, path in enumerate(by_pid[pid])
-    ]
-    query: list[ImageRecord] = []
-    gallery: list[ImageRecord] = []
-    for pid in test:
-        q, g = rng.choice(len(by_pid[pid]), size=2, replace=False).tolist()
-        query.append(ImageRecord(by_pid[pid][q], pid, 0))
-        gallery.append(ImageRecord(by_pid[pid][g], pid, 1))
+    candidates = [p for p, images in by_pid.items() if len(images) >= 2]
+    train, query, gallery = single_shot_split(
+        by_pid, test_ids, split=split, seed=seed, dataset="ilids", candidates=candidates, pick=_pick_two
+    )
     return ReIDDataset(
         "ilids", relabel(train), query, gallery, split=split, num_splits=NUM_SPLITS, notes=notes
     )

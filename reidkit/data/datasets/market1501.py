@@ -12,11 +12,21 @@ from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import find_base, layout_error, prefix, scan, stray_note
+from reidkit.data.datasets._common import find_base, layout_error, scan, stray_note
 
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
 
-_MARKET = re.compile(r"(-?\d+)_c(\d+)s\d+_\d+_\d+\.(?:jpg|jpeg|png)", re.IGNORECASE)
+# Pid -1 or 1-9 ASCII digits, camera from 1: other signs, camera 0, unicode digits and numbers too
+# big for int64 ids are not official names and are skipped as strays.
+_MARKET = re.compile(
+    r"(-1|\d{1,9})_c([1-9]\d{0,8})s\d+_\d+_\d+\.(?:jpg|jpeg|png)", re.IGNORECASE | re.ASCII
+)
+_SAMPLE = "0002_c1s1_000451_03.jpg"
+_PARENTS = ("Market-1501-v15.09.15", "Market-1501", "market1501")
+_SOURCE = (
+    "the Market-1501 project page of Liang Zheng et al. (ICCV 2015, 'Scalable Person "
+    "Re-identification: A Benchmark'); unpack Market-1501-v15.09.15.zip"
+)
 
 
 def parse_market_style(
@@ -30,7 +40,8 @@ def parse_market_style(
 ) -> ReIDDataset:
     """Parse the three Market-style folders under ``root`` (or under ``root/<parent>``).
 
-    ``pattern`` must capture the pid (group 1) and the 1-based camera (group 2) of a file name.
+    ``pattern`` must capture the pid (group 1: -1 or ASCII digits) and the 1-based camera
+    (group 2: ASCII digits, at least 1) of a file name; names it rejects are counted as skipped.
     Junk (pid -1) is dropped everywhere; distractors (pid 0) are kept in the gallery only.
     """
     base = find_base(root, SUBSETS, parents)
@@ -54,16 +65,15 @@ def parse_market_style(
         folder = base / subset
         matched, strays = scan(folder, pattern)
         records: list[ImageRecord] = []
-        pre = prefix(folder)
         junk = distractors = 0
-        for name, m in matched:
+        for path, m in matched:
             pid = int(m.group(1))
             if pid == -1:
                 junk += 1
             elif pid == 0 and subset != "bounding_box_test":
                 distractors += 1
             else:
-                records.append(ImageRecord(pre + name, pid, int(m.group(2)) - 1))
+                records.append(ImageRecord(path, pid, int(m.group(2)) - 1))
         notes += stray_note(strays, f"{subset}/", sample)
         if junk:
             notes.append(f"dropped {junk} junk image(s) (pid -1) from {subset}/")
@@ -86,11 +96,5 @@ def load_market1501(root: Path) -> ReIDDataset:
     ``root`` is the unpacked folder or its parent holding ``Market-1501-v15.09.15/``.
     """
     return parse_market_style(
-        "market1501",
-        root,
-        pattern=_MARKET,
-        sample="0002_c1s1_000451_03.jpg",
-        parents=("Market-1501-v15.09.15", "Market-1501", "market1501"),
-        source="the Market-1501 project page of Liang Zheng et al. (ICCV 2015, "
-        "'Scalable Person Re-identification: A Benchmark'); unpack Market-1501-v15.09.15.zip",
+        "market1501", root, pattern=_MARKET, sample=_SAMPLE, parents=_PARENTS, source=_SOURCE
     )

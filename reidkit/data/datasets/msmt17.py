@@ -8,6 +8,7 @@ Only the lists are read, never the image folders' contents.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset
@@ -16,6 +17,7 @@ from reidkit.data.datasets._common import layout_error, prefix
 
 _FOLDERS = {"v1": ("train", "test"), "v2": ("mask_train_v2", "mask_test_v2")}
 _LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
+_NUMBER = re.compile(r"[0-9]{1,9}")  # no sign, no '_' grouping, fits int64
 _SOURCE = (
     "the MSMT17 page of Peking University's VMC group (Wei et al., CVPR 2018, 'Person Transfer "
     "GAN to Bridge Domain Gap for Person Re-Identification'); the data set is released on request"
@@ -40,22 +42,35 @@ def _find(root: Path, version: str | None) -> tuple[Path, str]:
     raise layout_error("msmt17", root, problem, layout, _SOURCE)
 
 
+def _parse_line(fields: list[str], pre: str) -> ImageRecord | None:
+    """The record of one ``relative/path pid`` line, or None when it is not shaped like one."""
+    if len(fields) != 2:
+        return None
+    rel, pid = fields
+    parts = rel.rsplit("/", 1)[-1].split("_")
+    if len(parts) < 3 or not (_NUMBER.fullmatch(pid) and _NUMBER.fullmatch(parts[2])):
+        return None
+    camera = int(parts[2])
+    return ImageRecord(pre + rel, int(pid), camera - 1) if camera >= 1 else None
+
+
 def _read_list(path: Path, folder: Path) -> tuple[list[ImageRecord], int]:
     """Records of one list file and the number of lines that do not parse."""
     records: list[ImageRecord] = []
     bad = 0
     pre = prefix(folder)
-    with open(path, encoding="utf-8") as lines:
+    # surrogateescape: bytes that are not UTF-8 survive into the path, as os.listdir keeps them,
+    # instead of aborting the whole list with a UnicodeDecodeError
+    with open(path, encoding="utf-8", errors="surrogateescape") as lines:
         for line in lines:
             fields = line.split()
             if not fields:
                 continue
-            try:
-                rel, pid = fields
-                camera = int(rel.rsplit("/", 1)[-1].split("_")[2])
-                records.append(ImageRecord(pre + rel, int(pid), camera - 1))
-            except (ValueError, IndexError):
+            record = _parse_line(fields, pre)
+            if record is None:
                 bad += 1
+            else:
+                records.append(record)
     return records, bad
 
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
+from reidkit.data.dataset import ReIDDataset, relabel
 from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
     layout_error,
-    prefix,
-    scan,
-    split_ids,
-    split_rng,
-    stray_note,
+    read_camera_pair,
+    single_shot_split,
 )
 
 NUM_SPLITS = 10
@@ -51,25 +48,17 @@ def load_prid2011(root: Path, *, split: int = 0, seed: int = 0) -> ReIDDataset:
             f"with one image per person named like {_SAMPLE}",
             _SOURCE,
         )
-    cams: list[dict[int, ImageRecord]] = []
-    notes: list[str] = []
-    for camid, sub in enumerate(("cam_a", "cam_b")):
-        matched, strays = scan(base / sub, _NAME)
-        pre = prefix(base / sub)
-        notes += stray_note(strays, sub + "/", _SAMPLE)
-        cams.append(
-            {int(m.group(1)): ImageRecord(pre + n, int(m.group(1)), camid)
-             for n, m in matched}
-        )
+    cams, notes = read_camera_pair(base, _NAME, _SAMPLE)
     shared = {p for p in cams[0].keys() & cams[1].keys() if p <= SHARED}
     if len(shared) < 2:
         raise layout_error("prid2011", base, f"fewer than two of persons 1..{SHARED} appear in both cameras",
                            f"cam_a/ and cam_b/ holding images named like {_SAMPLE}", _SOURCE)
 
-    train_ids, test_ids = split_ids(shared, len(shared) // 2, split_rng(seed, split), "prid2011")
-    train = [cams[c][p] for p in train_ids for c in (0, 1)]
-    query = [cams[0][p] for p in test_ids]
-    gallery = [cams[1][p] for p in test_ids]
+    pairs = {p: (cams[0][p], cams[1][p]) for p in shared}
+    train, query, gallery = single_shot_split(
+        pairs, len(shared) // 2, split=split, seed=seed, dataset="prid2011"
+    )
+    # the camera-B persons past SHARED are nobody's match: gallery distractors
     gallery += [cams[1][p] for p in sorted(cams[1]) if p > SHARED]
     return ReIDDataset(
         "prid2011", relabel(train), query, gallery, split=split, num_splits=NUM_SPLITS, notes=notes

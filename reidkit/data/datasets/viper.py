@@ -10,17 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
+from reidkit.data.dataset import ReIDDataset, relabel
 from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
     layout_error,
-    prefix,
-    scan,
-    split_ids,
-    split_rng,
-    stray_note,
+    read_camera_pair,
+    single_shot_split,
 )
 
 NUM_SPLITS = 10
@@ -46,16 +43,7 @@ def load_viper(root: Path, *, split: int = 0, seed: int = 0) -> ReIDDataset:
             f"camera named like {_SAMPLE} (person 000, angle 45)",
             _SOURCE,
         )
-    cams: list[dict[int, ImageRecord]] = []
-    notes: list[str] = []
-    for camid, sub in enumerate(("cam_a", "cam_b")):
-        matched, strays = scan(base / sub, _NAME)
-        pre = prefix(base / sub)
-        notes += stray_note(strays, sub + "/", _SAMPLE)
-        cams.append(
-            {int(m.group(1)): ImageRecord(pre + n, int(m.group(1)), camid)
-             for n, m in matched}
-        )
+    cams, notes = read_camera_pair(base, _NAME, _SAMPLE)
     shared = cams[0].keys() & cams[1].keys()
     if not shared:
         raise layout_error("viper", base, "no person appears in both cam_a/ and cam_b/",
@@ -64,10 +52,10 @@ def load_viper(root: Path, *, split: int = 0, seed: int = 0) -> ReIDDataset:
         notes.append(f"left out {len(cams[0]) + len(cams[1]) - 2 * len(shared)} image(s) of "
                      "persons seen by one camera only")
 
-    train_ids, test_ids = split_ids(shared, len(shared) // 2, split_rng(seed, split), "viper")
-    train = [cams[c][p] for p in train_ids for c in (0, 1)]
-    query = [cams[0][p] for p in test_ids]
-    gallery = [cams[1][p] for p in test_ids]
+    pairs = {p: (cams[0][p], cams[1][p]) for p in shared}
+    train, query, gallery = single_shot_split(
+        pairs, len(shared) // 2, split=split, seed=seed, dataset="viper"
+    )
     return ReIDDataset(
         "viper", relabel(train), query, gallery, split=split, num_splits=NUM_SPLITS, notes=notes
     )
