@@ -3,22 +3,23 @@
 Run: .venv/bin/python benchmarks/bench_pyramid_ablation.py [--epochs 5] [--iters-per-epoch 10]
      [--seeds 0] [--threads 1] [--work /tmp/reidkit-ablation]
 
-Every run trains the ``demo_cpu`` recipe (ResNet-18 trunk from scratch, 128x64 input, Adam) with
-the same budget (``--epochs`` x ``--iters-per-epoch`` steps), seed and validation split, changing
-one thing at a time, and evaluates the *final* model on the synthetic test query/gallery
+Every run trains the ``demo_cpu`` recipe (ResNet-18 trunk from scratch, Adam) with the same
+budget (``--epochs`` x ``--iters-per-epoch`` steps), seed and validation split, changing one
+thing at a time, and evaluates the *final* model on the synthetic test query/gallery
 (Market-1501 protocol). The demo preset is generated twice, with and without the box
 misalignment (vertical and scale jitter; occlusion stays on in both); an existing folder with the
-same parameters is reused. Groups:
+same parameters is reused. The recipe file is copied into the work folder once at the start, so
+every run uses the same recipe even if the shipped one changes meanwhile. Groups:
 
-- models under misalignment (dynamic ``focal-normalized``): global baseline, one-level stripes
+- models under misalignment (``dynamic.combine=focal-normalized``): global baseline, one-level stripes
   (PCB-style), full pyramid;
 - dynamic schemes (pyramid, misaligned): ``fixed`` weights 1/1, ``sum`` (the released code),
   ``focal`` (the paper), ``focal-normalized``;
-- the three models on the aligned data.
+- the three models on the aligned data (``focal-normalized``).
 
 The pyramid + focal-normalized + misaligned run belongs to the first two groups and runs once.
-For the dynamic runs the table adds, from each run's ``metrics.jsonl``, the share of steps that
-optimised the joint objective and the mean ID / triplet weights over those steps.
+The table adds, from each run's ``metrics.jsonl``, the share of steps that optimised the joint
+objective and the mean ID / triplet weights over those steps.
 Writes benchmarks/results/pyramid.md.
 """
 
@@ -43,7 +44,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reidkit.config import load_config  # noqa: E402
+from reidkit.config import load_config, resolve_recipe  # noqa: E402
 from reidkit.data.synthetic import generate  # noqa: E402
 from reidkit.evaluation import compute_distance, evaluate_rank  # noqa: E402
 from reidkit.training.trainer import Trainer  # noqa: E402
@@ -59,12 +60,13 @@ class Run:
     overrides: tuple[str, ...]
 
 
+FN = "dynamic.combine=focal-normalized"
 # the recipe's model.options are the Pyramid's; the baseline takes only last_stride of them
-BASELINE = ("model.name=baseline", "model.options={last_stride: 1}")
+BASELINE = ("model.name=baseline", "model.options={last_stride: 1}", FN)
 RUNS = (
     Run("baseline", "models, misaligned", "misaligned", BASELINE),
-    Run("stripes", "models, misaligned", "misaligned", ("model.name=stripes",)),
-    Run("pyramid", "models, misaligned", "misaligned", ("model.name=pyramid",)),
+    Run("stripes", "models, misaligned", "misaligned", ("model.name=stripes", FN)),
+    Run("pyramid", "models, misaligned", "misaligned", ("model.name=pyramid", FN)),
     Run("pyramid fixed 1/1", "dynamic, misaligned", "misaligned",
         ("model.name=pyramid", "dynamic.combine=fixed")),
     Run("pyramid sum", "dynamic, misaligned", "misaligned",
@@ -72,10 +74,9 @@ RUNS = (
     Run("pyramid focal", "dynamic, misaligned", "misaligned",
         ("model.name=pyramid", "dynamic.combine=focal")),
     Run("baseline", "models, aligned", "aligned", BASELINE),
-    Run("stripes", "models, aligned", "aligned", ("model.name=stripes",)),
-    Run("pyramid", "models, aligned", "aligned", ("model.name=pyramid",)),
+    Run("stripes", "models, aligned", "aligned", ("model.name=stripes", FN)),
+    Run("pyramid", "models, aligned", "aligned", ("model.name=pyramid", FN)),
 )
-DEFAULT_COMBINE = "focal-normalized"  # the recipe's scheme, used by every run that sets none
 
 
 def ensure_data(folder: Path, misalign: bool, seed: int) -> Path:
@@ -103,7 +104,7 @@ def dynamic_stats(metrics: Path) -> dict[str, float]:
                                          if r["tp_loss"] is not None)}
 
 
-def train_and_test(run: Run, data_root: Path, out: Path, args: argparse.Namespace,
+def train_and_test(run: Run, recipe: Path, data_root: Path, out: Path, args: argparse.Namespace,
                    seed: int) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)  # metrics.jsonl appends; every run starts clean
@@ -113,7 +114,7 @@ def train_and_test(run: Run, data_root: Path, out: Path, args: argparse.Namespac
         f"train.eval_every={args.epochs}", f"data.val_ids={args.val_ids}", "train.device=cpu",
         *run.overrides,
     ]
-    trainer = Trainer(load_config(RECIPE, overrides), console=Console(quiet=True))
+    trainer = Trainer(load_config(recipe, overrides), console=Console(quiet=True))
     summary = trainer.fit()
     started = time.perf_counter()
     test = trainer.dataset
@@ -131,8 +132,7 @@ def train_and_test(run: Run, data_root: Path, out: Path, args: argparse.Namespac
 
 
 def combine_of(run: Run) -> str:
-    return next((o.split("=", 1)[1] for o in run.overrides if o.startswith("dynamic.combine=")),
-                DEFAULT_COMBINE)
+    return next(o.split("=", 1)[1] for o in run.overrides if o.startswith("dynamic.combine="))
 
 
 def fmt(x: float, scale: float = 100.0, digits: int = 1) -> str:
@@ -156,13 +156,16 @@ def main() -> None:
 
     roots = {name: ensure_data(args.work / name, misalign=name == "misaligned", seed=0)
              for name in ("misaligned", "aligned")}
+    recipe = args.work / f"{RECIPE}.yaml"
+    shutil.copyfile(resolve_recipe(RECIPE), recipe)
+    cfg = load_config(recipe)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for seed in args.seeds:
         for run in RUNS:
             key = (run.group, run.name)
             print(f"[{time.perf_counter() - started:6.0f} s] {run.group} / {run.name} / seed {seed}",
                   flush=True)
-            row = train_and_test(run, roots[run.data], args.work / "runs" / f"{run.data}-"
+            row = train_and_test(run, recipe, roots[run.data], args.work / "runs" / f"{run.data}-"
                                  f"{run.name.replace(' ', '-').replace('/', '-')}-s{seed}", args, seed)
             results.setdefault(key, []).append(row)
             print(f"    mAP {100 * row['mAP']:.1f} rank-1 {100 * row['rank1']:.1f} joint "
@@ -182,23 +185,23 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = list(RUNS)
     order.insert(4, Run("pyramid focal-normalized (= pyramid above)", "dynamic, misaligned",
-                        "misaligned", ("model.name=pyramid",)))
+                        "misaligned", ("model.name=pyramid", FN)))
     for run in order:
         key = (run.group, run.name)
         if key not in results:
             key = ("models, misaligned", "pyramid")
-        dynamic = run.group.startswith("dynamic") or key == ("models, misaligned", "pyramid")
-        weights = (f"{mean(key, 'w_id'):.3g} / {mean(key, 'w_tp'):.3g}" if dynamic else "")
         lines.append(
             f"| {run.group} | {run.name} | {combine_of(run)} | {fmt(mean(key, 'mAP'))}"
             f"{spread(key, 'mAP')} | {fmt(mean(key, 'rank1'))}{spread(key, 'rank1')} | "
             f"{fmt(mean(key, 'rank5'))} | {fmt(mean(key, 'val_mAP'))} | "
-            f"{fmt(mean(key, 'joint'), 100, 0) + '%' if dynamic else ''} | {weights} | "
+            f"{fmt(mean(key, 'joint'), 100, 0)}% | "
+            f"{mean(key, 'w_id'):.3g} / {mean(key, 'w_tp'):.3g} | "
             f"{mean(key, 'final_id'):.2f} / {mean(key, 'final_tp'):.2f} | "
             f"{mean(key, 'train_s'):.0f} |")
         print(lines[-1])
 
     seeds = " ".join(map(str, args.seeds))
+    c, o, s = cfg.data, cfg.optim, cfg.sampler
     command = (f".venv/bin/python benchmarks/bench_pyramid_ablation.py --epochs {args.epochs} "
                f"--iters-per-epoch {args.iters_per_epoch} --val-ids {args.val_ids} --seeds {seeds} "
                f"--threads {args.threads}")
@@ -211,10 +214,13 @@ def main() -> None:
         f"{args.threads} torch thread(s), torch {torch.__version__}, Python "
         f"{platform.python_version()}; load average {load(load_before)} before, "
         f"{load(load_after)} after; whole ablation {wall / 60:.1f} min wall.  ",
-        f"Budget per run: recipe `{RECIPE}` (ResNet-18 from scratch, 128x64, Adam 3e-4, batch 32 "
-        f"= 8 ids x 4), {args.epochs} epochs x {args.iters_per_epoch} iterations = "
-        f"{args.epochs * args.iters_per_epoch} steps ({args.epochs * args.iters_per_epoch * 32} "
-        f"images), seed(s) {seeds}, {args.val_ids} training ids held out for validation. "
+        f"Budget per run: recipe `{RECIPE}` ({cfg.model.backbone} from scratch, input "
+        f"{c.height}x{c.width}, {o.name} lr {o.lr:g}, warm-up {o.warmup_epochs} epoch, lr x{o.gamma:g} "
+        f"at epochs {o.milestones}, batch {s.batch_size} = {s.num_ids} ids x {s.num_instances}), "
+        f"{args.epochs} epochs x {args.iters_per_epoch} iterations = "
+        f"{args.epochs * args.iters_per_epoch} steps "
+        f"({args.epochs * args.iters_per_epoch * s.batch_size} images), seed(s) {seeds}, "
+        f"{args.val_ids} training ids held out for validation. "
         "Test: the *final* model on the demo preset's test split (100 ids, Market-1501 protocol, "
         "euclidean). Misaligned and aligned data differ only in the box jitter.  ",
         ("Mean ± std over seeds. " if len(args.seeds) > 1 else

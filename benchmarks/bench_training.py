@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 from reidkit.config import load_config  # noqa: E402
 from reidkit.data.synthetic import generate  # noqa: E402
 from reidkit.losses import TripletLoss, id_loss  # noqa: E402
-from reidkit.training.trainer import MetricsLog, Trainer  # noqa: E402
+from reidkit.training.base import MetricsLog  # noqa: E402
+from reidkit.training.trainer import Trainer  # noqa: E402
 
 BARE = "bare loop, in-memory batches"
 TRAINER_MEM = "Trainer.train_step, in-memory batches"
@@ -65,7 +66,8 @@ class Replay:
 def build_trainer(data_root: Path, out: Path, seed: int) -> Trainer:
     cfg = load_config("demo_cpu", [f"data.root={data_root}", f"train.output_dir={out}",
                                    f"train.seed={seed}", "train.device=cpu",
-                                   "dynamic.combine=fixed", "data.val_ids=0"])
+                                   "dynamic.combine=fixed", "loss.triplet_on=concat",
+                                   "data.val_ids=0"])
     return Trainer(cfg, console=Console(quiet=True))
 
 
@@ -148,7 +150,8 @@ def main() -> None:
         log.close()
     load_after = os.getloadavg()
 
-    batch = trainers[BARE].cfg.sampler.batch_size
+    cfg = trainers[BARE].cfg
+    batch = cfg.sampler.batch_size
     speed = {name: batch * args.steps / statistics.median(t) for name, t in times.items()}
     rows = [f"| {name} | {statistics.median(times[name]) / args.steps:.2f} | {speed[name]:.1f} | "
             f"{speed[name] / speed[BARE]:.3f} | {', '.join(f'{t:.1f}' for t in times[name])} |"
@@ -161,11 +164,12 @@ def main() -> None:
         "",
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
-        f"{args.threads} torch thread(s), {trainers[TRAINER_REAL].cfg.data.num_workers} loader "
+        f"{args.threads} torch thread(s), {cfg.data.num_workers} loader "
         f"workers, torch {torch.__version__}, Python {platform.python_version()}; load average "
         f"{load(load_before)} before, {load(load_after)} after.  ",
-        f"Model: recipe `demo_cpu` (Pyramid, ResNet-18 from scratch, 21 branches), batch {batch} "
-        "(8 ids x 4) of 128x64 images, `dynamic.combine=fixed` (every step: ID + triplet, "
+        f"Model: recipe `demo_cpu` ({cfg.model.name}, {cfg.model.backbone} from scratch), batch "
+        f"{batch} ({cfg.sampler.num_ids} ids x {cfg.sampler.num_instances}) of "
+        f"{cfg.data.height}x{cfg.data.width} images, `dynamic.combine=fixed` (every step: ID + triplet, "
         f"weights 1/1, balanced batches). Blocks of {args.steps} steps, {args.repeats} interleaved "
         "repeats after a warm-up block, median block time.",
         "",
