@@ -77,7 +77,7 @@ class LossConfig(_Section):
 class DynamicConfig(_Section):
     # focal: the paper's FL weights; focal-normalized: FL_t / sum FL; sum: the released code's
     # unweighted sum; fixed: constant weights, joint objective, balanced sampler (ablation).
-    combine: Literal["focal", "focal-normalized", "sum", "fixed"] = "focal-normalized"
+    combine: Literal["focal", "focal-normalized", "sum", "fixed"] = "sum"
     alpha: float = Field(0.25, gt=0, lt=1)
     lam: float = Field(2.0, ge=0)
     delta: float = Field(0.16, ge=0)
