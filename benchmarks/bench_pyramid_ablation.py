@@ -26,6 +26,7 @@ Writes benchmarks/results/pyramid.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -168,6 +169,9 @@ def main() -> None:
             row = train_and_test(run, recipe, roots[run.data], args.work / "runs" / f"{run.data}-"
                                  f"{run.name.replace(' ', '-').replace('/', '-')}-s{seed}", args, seed)
             results.setdefault(key, []).append(row)
+            # the finished trainer's loader workers must be shut down here, not garbage-collected
+            # inside the next run's forked workers
+            gc.collect()
             print(f"    mAP {100 * row['mAP']:.1f} rank-1 {100 * row['rank1']:.1f} joint "
                   f"{row['joint']:.2f} train {row['train_s']:.0f} s", flush=True)
     wall = time.perf_counter() - started
