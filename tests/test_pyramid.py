@@ -165,7 +165,7 @@ def test_param_groups(pyramid):
 
 
 def test_clear_errors(pyramid):
-    with pytest.raises(ValueError, match="unknown model 'pcb'; known: baseline, pyramid, stripes"):
+    with pytest.raises(ValueError, match="unknown model 'pcb'; known: baseline, mtdnet, pyramid, stripes"):
         build_model("pcb", 3)
     with pytest.raises(ValueError, match="has no option 'stripes'"):
         build_model("pyramid", 3, stripes=6)
