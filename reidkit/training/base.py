@@ -154,6 +154,8 @@ class TrainerBase:
                 self._save_checkpoint(val)
             progress.update(task, completed=self.step)
         log.close()
+        for stream in self.streams.values():
+            stream.close()
         summary = self._finish(time.perf_counter() - started)
         self.dist.close()
         return summary

@@ -96,6 +96,10 @@ class BatchStream:
     def __iter__(self) -> BatchStream:
         return self
 
+    def close(self) -> None:
+        """Stop the loader workers (the stream restarts them if drawn from again)."""
+        self._iterator = None
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
