@@ -47,8 +47,10 @@ def plot_training(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
                                       gridspec_kw={"height_ratios": [3, 1]})
     top.plot(x, series("w_id"), label="weight of ID loss", lw=0.8)
     top.plot(x, series("w_tp"), label="weight of triplet loss", lw=0.8)
-    top.set(ylabel="weight", title="Dynamic training: weights and decisions", yscale="symlog",
-            )
+    weights = np.concatenate([series("w_id"), series("w_tp")])
+    tiny = np.nanmax(weights) < 0.05  # raw focal weights: a log axis shows them
+    top.set(ylabel="weight", title="Dynamic training: weights and decisions",
+            yscale="log" if tiny else "linear")
     top.legend()
     top.grid(alpha=0.3)
     joint = np.array([r["objective"] == "joint" for r in steps], dtype=float)
