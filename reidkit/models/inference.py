@@ -29,6 +29,8 @@ def extract_features(
     try:
         for batch in batches:
             images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+            # NHWC input runs the convolutions about 30 % faster on CPU (benchmarks/extraction)
+            images = images.contiguous(memory_format=torch.channels_last)
             feats = model(images).float()
             if flip:
                 feats = (feats + model(images.flip(-1)).float()) / 2
