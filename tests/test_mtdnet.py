@@ -319,3 +319,14 @@ def test_config_round_trip(images: torch.Tensor) -> None:
     assert set(model.config) <= set(inspect.signature(build_mtdnet).parameters)
     assert model.map_shape == (256, 7, 6)
     assert model.config["caffe_input"] is False
+
+
+def test_fc_width_narrows_the_verification_fcs_and_round_trips():
+    from reidkit.models.mtdnet import build_mtdnet
+
+    model = build_mtdnet(trunk="caffenet", input_size=(67, 67), fc_width=64)
+    assert model.verifier.fc6.out_features == 64 and model.verifier.fc7.weight.shape == (64, 64)
+    assert model.verifier.fc8.in_features == 64
+    assert build_mtdnet(**model.config).config == model.config
+    with pytest.raises(ValueError, match="fc_width"):
+        build_mtdnet(fc_width=0)

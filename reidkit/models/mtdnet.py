@@ -113,10 +113,12 @@ class VerificationHead(nn.Module):
     """CaffeNet conv3-fc8 over the channel-concatenated maps of two images.
 
     conv3 384 3x3 pad 1, ReLU; conv4 384 3x3 pad 1 group 2, ReLU; conv5 256 3x3 pad 1 group 2,
-    ReLU; max-pool 3/2; fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2.
+    ReLU; max-pool 3/2; fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2. ``fc_width``
+    narrows fc6/fc7 (the paper's 4096 hold 40 M parameters: too heavy for CPU experiments).
     """
 
-    def __init__(self, map_channels: int, map_hw: tuple[int, int], dropout: float) -> None:
+    def __init__(self, map_channels: int, map_hw: tuple[int, int], dropout: float,
+                 fc_width: int = 4096) -> None:
         super().__init__()
         self.map_channels = map_channels
         self.conv3 = nn.Conv2d(2 * map_channels, 384, kernel_size=3, padding=1)
@@ -124,9 +126,9 @@ class VerificationHead(nn.Module):
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         pooled = [math.ceil((s - 3) / 2) + 1 for s in map_hw]
-        self.fc6 = nn.Linear(256 * pooled[0] * pooled[1], 4096)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.fc8 = nn.Linear(4096, 2)
+        self.fc6 = nn.Linear(256 * pooled[0] * pooled[1], fc_width)
+        self.fc7 = nn.Linear(fc_width, fc_width)
+        self.fc8 = nn.Linear(fc_width, 2)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -190,8 +192,11 @@ class MTDNet(nn.Module):
         variant: str = "mtd",
         caffe_input: bool | None = None,
         pretrained: Pretrained = None,
+        fc_width: int = 4096,
     ) -> None:
         super().__init__()
+        if not isinstance(fc_width, int) or fc_width < 2:
+            raise ValueError(f"fc_width must be an int >= 2, got {fc_width!r}")
         if trunk not in TRUNKS:
             raise ValueError(f"unknown MTDnet trunk {trunk!r}; choose one of {', '.join(TRUNKS)}")
         if variant not in VARIANTS:
@@ -209,7 +214,7 @@ class MTDNet(nn.Module):
         self.config: dict[str, Any] = {
             "name": "mtdnet", "trunk": trunk, "rank_dim": rank_dim, "dropout": dropout,
             "input_size": [height, width], "variant": variant, "caffe_input": caffe_input,
-            "pretrained": None,
+            "pretrained": None, "fc_width": fc_width,
         }
         self.variant = variant
         self.caffe_input = caffe_input
@@ -223,7 +228,7 @@ class MTDNet(nn.Module):
             None if variant == "cls" else nn.Linear(math.prod(self.map_shape), rank_dim))
         self.verifier: VerificationHead | None = (
             None if variant == "rnk"
-            else VerificationHead(self.map_shape[0], self.map_shape[1:], dropout))
+            else VerificationHead(self.map_shape[0], self.map_shape[1:], dropout, fc_width))
         if trunk != "caffenet":
             state = resolve_pretrained(trunk, pretrained)
         elif pretrained is True:
@@ -418,6 +423,7 @@ def build_mtdnet(
     variant: str = "mtd",
     caffe_input: bool | None = None,
     pretrained: Pretrained = None,
+    fc_width: int = 4096,
     name: str = "mtdnet",
 ) -> MTDNet:
     """Registry constructor (options as :class:`MTDNet`); ``build_mtdnet(**model.config)`` rebuilds.
@@ -428,7 +434,8 @@ def build_mtdnet(
     if name != "mtdnet":
         raise ValueError(f"build_mtdnet builds 'mtdnet' models, not {name!r}")
     return MTDNet(trunk=trunk, rank_dim=rank_dim, dropout=dropout, input_size=input_size,
-                  variant=variant, caffe_input=caffe_input, pretrained=pretrained)
+                  variant=variant, caffe_input=caffe_input, pretrained=pretrained,
+                  fc_width=fc_width)
 
 
 # ImageNet initialisation of the trunk --------------------------------------------------------
