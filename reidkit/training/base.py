@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} -> {b!r})"]
 
 
-class TrainerBase:
+class TrainerBase(ABC):
     """The loop, logging and checkpointing around a subclass's ``train_step``."""
 
     task_name = "train"
@@ -100,30 +101,34 @@ class TrainerBase:
 
     # ----------------------------------------------------------------------------- subclass hooks
     @property
+    @abstractmethod
     def saved_model(self) -> nn.Module:
         """The network that model files hold (unwrapped from DDP or a training-only wrapper)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def model_in_training(self) -> nn.Module:
         """The module switched to train mode at each epoch's start."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_step(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """One optimisation step; returns its log record."""
 
+    @abstractmethod
     def evaluate(self, query: list[ImageRecord], gallery: list[ImageRecord]) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics (with at least ``mAP``) of the current model on a query/gallery split."""
 
     def extra_state(self) -> dict[str, Any]:
         """More state for the checkpoint (JSON strings or tensors)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` saved."""
+        """Restore what :meth:`extra_state` saved (optional hook: nothing by default)."""
+        return None
 
     def end_epoch(self) -> None:
-        """Called after each epoch's last step, before validation."""
+        """Called after each epoch's last step, before validation (optional hook)."""
+        return None
 
     def status(self, record: dict[str, Any]) -> str:
         return f"loss {record['loss']:.3f}"
