@@ -30,15 +30,18 @@ def compute_distance(
     gf: np.ndarray | torch.Tensor,
     metric: Metric = "euclidean",
     chunk_size: int | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Distance between every query and every gallery feature, as a (Q, G) float32 array.
 
     ``metric`` is ``"euclidean"`` (true L2 distance), ``"sqeuclidean"`` (its square, what torchreid
     ranks by; same ranking) or ``"cosine"`` (``1 - cos``; a zero vector has cosine 0 to everything).
-    Inputs may be numpy arrays or torch tensors; a tensor on a GPU is computed on that GPU.
-    Float64 inputs are computed in float64, anything else in float32. ``chunk_size`` is the number
-    of query rows computed at once (default: about 16M output elements per chunk), so memory stays
-    at the output matrix plus one chunk.
+    Inputs may be numpy arrays or torch tensors; ``device`` (e.g. ``"cuda"``) is where the
+    arithmetic runs, by default the device of a GPU tensor input, else the CPU. Float64 inputs are
+    computed in float64, anything else in float32. ``chunk_size`` is the number of query rows
+    computed at once (default: about 16M output elements per chunk), so memory stays at the output
+    matrix plus one chunk.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -49,8 +52,9 @@ def compute_distance(
                          f"{g.shape[1]}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    device = q.device if q.device.type != "cpu" else g.device
-    dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32
+    device = torch.device(device) if device is not None else (
+        q.device if q.device.type != "cpu" else g.device)
+    dtype = distance_dtype(q.dtype, g.dtype)
     q = q.to(device=device, dtype=dtype)
     g = g.to(device=device, dtype=dtype)
     num_q, num_g = q.shape[0], g.shape[0]
@@ -58,21 +62,38 @@ def compute_distance(
     if num_q == 0 or num_g == 0:
         return out
     rows = chunk_size or max(1, _CHUNK_ELEMENTS // num_g)
-
     with torch.no_grad():
-        if metric == "cosine":
-            g = F.normalize(g, dim=1)
-        else:
-            g_sq = g.square().sum(dim=1)
+        g, g_term = prepare_gallery(g, metric)
         for start in range(0, num_q, rows):
-            qc = q[start:start + rows]
-            if metric == "cosine":
-                block = 1.0 - F.normalize(qc, dim=1) @ g.T
-            else:
-                # |q|^2 + |g|^2 - 2 q.g; rounding can make it slightly negative, hence the clamp.
-                block = torch.addmm(qc.square().sum(dim=1, keepdim=True) + g_sq, qc, g.T,
-                                    beta=1.0, alpha=-2.0).clamp_(min=0.0)
-                if metric == "euclidean":
-                    block.sqrt_()
+            block = distance_block(q[start:start + rows], g, g_term, metric)
             out[start:start + rows] = block.to(dtype=torch.float32).cpu().numpy()
     return out
+
+
+def distance_dtype(q_dtype: torch.dtype, g_dtype: torch.dtype) -> torch.dtype:
+    """The dtype distances are computed in: float64 if either side is float64, else float32."""
+    return torch.float64 if torch.float64 in (q_dtype, g_dtype) else torch.float32
+
+
+def prepare_gallery(g: torch.Tensor, metric: Metric) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gallery rows as :func:`distance_block` takes them: unit rows (cosine) or rows and |g|^2."""
+    if metric == "cosine":
+        return F.normalize(g, dim=1), None
+    return g, g.square().sum(dim=1)
+
+
+def distance_block(q: torch.Tensor, g: torch.Tensor, g_term: torch.Tensor | None,
+                   metric: Metric) -> torch.Tensor:
+    """Distances (len(q), len(g)) of query rows to gallery rows prepared by :func:`prepare_gallery`.
+
+    Each entry depends only on its own query and gallery row, so a matrix assembled from blocks
+    equals :func:`compute_distance` of the whole.
+    """
+    if metric == "cosine":
+        return 1.0 - F.normalize(q, dim=1) @ g.T
+    # |q|^2 + |g|^2 - 2 q.g; rounding can make it slightly negative, hence the clamp.
+    block = torch.addmm(q.square().sum(dim=1, keepdim=True) + g_term, q, g.T,
+                        beta=1.0, alpha=-2.0).clamp_(min=0.0)
+    if metric == "euclidean":
+        block.sqrt_()
+    return block

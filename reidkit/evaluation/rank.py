@@ -19,6 +19,7 @@ exactly whenever distances are untied.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,59 +155,86 @@ def evaluate_rank(
     elif dist.dtype == np.float16:
         dist = dist.astype(np.float32)
     num_q, num_g = dist.shape
-    q_pids = _as_labels(q_pids, "q_pids", num_q, "rows")
-    q_camids = _as_labels(q_camids, "q_camids", num_q, "rows")
-    g_pids = _as_labels(g_pids, "g_pids", num_g, "columns")
-    g_camids = _as_labels(g_camids, "g_camids", num_g, "columns")
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if ap not in AP_MODES:
-        raise ValueError(f"unknown ap {ap!r}; choose one of {', '.join(AP_MODES)}")
-    if max_rank < 1:
-        raise ValueError(f"max_rank must be at least 1, got {max_rank}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    if num_q == 0 or num_g == 0:
-        raise ValueError(f"distmat is empty (shape {dist.shape}); evaluation needs queries and "
-                         "a gallery")
-
-    gallery = _Gallery(g_pids, g_camids)
-    if gallery.size == 0:
-        raise ValueError("every gallery item has pid -1 (junk); no query can have a match")
-    if max_rank > num_g:
-        warnings.warn(f"max_rank={max_rank} is larger than the gallery ({num_g} items); the CMC is "
-                      f"reported up to rank {num_g}", stacklevel=2)
-        max_rank = num_g
-
-    cuhk03 = protocol == "cuhk03"
-    rng = np.random.default_rng(seed) if cuhk03 else None
+    setup = RankSetup(num_q, num_g, q_pids, g_pids, q_camids, g_camids, max_rank, protocol, ap,
+                      repeats, seed, chunk_size, "distmat")
     if chunk_size is None:
-        row_bytes = gallery.size * dist.itemsize * 2
-        if cuhk03:
-            row_bytes = max(row_bytes, repeats * len(gallery.ids) * _SAMPLE_BYTES)
-        chunk_size = max(1, _CHUNK_BYTES // row_bytes)
-
-    first_hist = np.zeros(max_rank + 1, dtype=np.float64)
-    ap_sum = inp_sum = 0.0
-    num_valid = 0
+        row_bytes = setup.gallery.size * dist.itemsize * 2
+        chunk_size = max(1, _CHUNK_BYTES // max(row_bytes, setup.sample_bytes_per_query))
     for start in range(0, num_q, chunk_size):
-        stop = min(start + chunk_size, num_q)
-        out = _evaluate_chunk(dist, start, stop, q_pids, q_camids, gallery, max_rank,
-                              ap == "official", rng, repeats)
-        first_hist += out[0]
-        ap_sum += out[1]
-        inp_sum += out[2]
-        num_valid += out[3]
+        setup.add(dist, start, min(start + chunk_size, num_q))
+    return setup.result()
 
-    if num_valid == 0:
-        raise ValueError("no query has a correct match in the gallery (after removing same-camera "
-                         "matches and junk); check that query and gallery pids and camids refer to "
-                         "the same identities and cameras")
-    cmc = np.cumsum(first_hist[:max_rank]) / num_valid
-    return RankResult(cmc=cmc, mAP=ap_sum / num_valid, mINP=inp_sum / num_valid,
-                      num_valid_queries=num_valid, num_queries=num_q, protocol=protocol, ap=ap)
+
+class RankSetup:
+    """Checked labels and options of one evaluation, and the metrics accumulated chunk by chunk.
+
+    ``add`` evaluates a chunk of queries from its distance rows; chunks must be added in query
+    order (the CUHK03 draws come from one stream), and then the result does not depend on chunking.
+    """
+
+    def __init__(self, num_q: int, num_g: int, q_pids: Any, g_pids: Any, q_camids: Any,
+                 g_camids: Any, max_rank: int, protocol: str, ap: str, repeats: int, seed: int,
+                 chunk_size: int | None, source: str) -> None:
+        self.q_pids = _as_labels(q_pids, "q_pids", num_q, "rows")
+        self.q_camids = _as_labels(q_camids, "q_camids", num_q, "rows")
+        g_pids = _as_labels(g_pids, "g_pids", num_g, "columns")
+        g_camids = _as_labels(g_camids, "g_camids", num_g, "columns")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if ap not in AP_MODES:
+            raise ValueError(f"unknown ap {ap!r}; choose one of {', '.join(AP_MODES)}")
+        if max_rank < 1:
+            raise ValueError(f"max_rank must be at least 1, got {max_rank}")
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        if num_q == 0 or num_g == 0:
+            raise ValueError(f"{source} is empty ({num_q} queries x {num_g} gallery items); "
+                             "evaluation needs queries and a gallery")
+        self.gallery = _Gallery(g_pids, g_camids)
+        if self.gallery.size == 0:
+            raise ValueError("every gallery item has pid -1 (junk); no query can have a match")
+        if max_rank > num_g:
+            warnings.warn(f"max_rank={max_rank} is larger than the gallery ({num_g} items); the CMC "
+                          f"is reported up to rank {num_g}", stacklevel=3)
+            max_rank = num_g
+        self.num_q, self.max_rank, self.protocol, self.ap, self.repeats = (
+            num_q, max_rank, protocol, ap, repeats)
+        self.rng = np.random.default_rng(seed) if protocol == "cuhk03" else None
+        # Bytes per query of the CUHK03 sampling arrays (0 for market1501).
+        self.sample_bytes_per_query = (
+            repeats * len(self.gallery.ids) * _SAMPLE_BYTES if self.rng is not None else 0)
+        # First-match ranks counted in integers (per draw under cuhk03): exact whatever the chunking.
+        self.first_hist = np.zeros(max_rank + 1, dtype=np.int64)
+        # Per-query AP and INP, summed exactly at the end so that chunking cannot change a bit.
+        self.ap_parts: list[np.ndarray] = []
+        self.inp_parts: list[np.ndarray] = []
+        self.num_valid = 0
+
+    def add(self, dist: np.ndarray, start: int, stop: int, offset: int = 0) -> None:
+        """Evaluate queries ``start:stop``, whose distances are rows ``start - offset:stop - offset``
+        of ``dist`` (a whole Q x G matrix when ``offset`` is 0, or a block of query rows)."""
+        out = _evaluate_chunk(dist, start - offset, stop - offset, self.q_pids[offset:],
+                              self.q_camids[offset:], self.gallery, self.max_rank,
+                              self.ap == "official", self.rng, self.repeats)
+        self.first_hist += out[0]
+        self.ap_parts.append(out[1])
+        self.inp_parts.append(out[2])
+        self.num_valid += out[3]
+
+    def result(self) -> RankResult:
+        """The metrics of every query added so far."""
+        if self.num_valid == 0:
+            raise ValueError("no query has a correct match in the gallery (after removing "
+                             "same-camera matches and junk); check that query and gallery pids and "
+                             "camids refer to the same identities and cameras")
+        draws = self.num_valid * (self.repeats if self.rng is not None else 1)
+        cmc = np.cumsum(self.first_hist[:self.max_rank]) / draws
+        ap_sum, inp_sum = (math.fsum(np.concatenate(p)) for p in (self.ap_parts, self.inp_parts))
+        return RankResult(cmc=cmc, mAP=ap_sum / self.num_valid, mINP=inp_sum / self.num_valid,
+                           num_valid_queries=self.num_valid,
+                          num_queries=self.num_q, protocol=self.protocol, ap=self.ap)
 
 
 def _evaluate_chunk(
@@ -220,8 +248,9 @@ def _evaluate_chunk(
     official: bool,
     rng: np.random.Generator | None,
     repeats: int,
-) -> tuple[np.ndarray, float, float, int]:
-    """Metrics of query rows start:stop: (histogram of first-match ranks, AP sum, INP sum, count)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Metrics of query rows start:stop: (histogram of first-match ranks, of every draw under
+    cuhk03; AP and INP of each valid query; number of valid queries)."""
     qp, qc = q_pids[start:stop], q_camids[start:stop]
     num = stop - start
     row = np.arange(num)[:, None]
@@ -239,7 +268,7 @@ def _evaluate_chunk(
     if not valid.any():
         if rng is not None:
             rng.random((num, repeats, len(gallery.ids)))  # keep later draws chunking-independent
-        return np.zeros(max_rank + 1), 0.0, 0.0, 0
+        return np.zeros(max_rank + 1, dtype=np.int64), np.zeros(0), np.zeros(0), 0
 
     block = gallery.rows(dist, start, stop)
     match_d = np.where(is_match, block[row, cols], np.inf).astype(block.dtype)
@@ -276,15 +305,15 @@ def _evaluate_chunk(
     if official:
         before = np.where(ranks > 0, (hits - 1) / np.maximum(ranks, 1), 1.0)
         precision = (before + precision) / 2
-    ap_sum = float((np.where(counted, precision, 0.0).sum(axis=1) / n).sum())
-    inp_sum = float((n / (ranks[np.arange(len(n)), n - 1] + 1)).sum())
+    ap_values = np.where(counted, precision, 0.0).sum(axis=1) / n
+    inp_values = n / (ranks[np.arange(len(n)), n - 1] + 1)
 
     if rng is not None:
         first = sample_ranks[valid]
-        hist = np.bincount(np.minimum(first, max_rank).ravel(), minlength=max_rank + 1) / repeats
+        hist = np.bincount(np.minimum(first, max_rank).ravel(), minlength=max_rank + 1)
     else:
         hist = np.bincount(np.minimum(ranks[:, 0], max_rank), minlength=max_rank + 1)
-    return hist.astype(np.float64), ap_sum, inp_sum, int(valid.sum())
+    return hist, ap_values, inp_values, int(valid.sum())
 
 
 def _sample_first_ranks(
