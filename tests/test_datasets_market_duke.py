@@ -176,3 +176,61 @@ def test_market_names_in_duke_folder_are_strays(tmp_path: Path) -> None:
     ds = load_dataset("duke", tmp_path)
     assert len(ds.train) == len(ds.query) == len(ds.gallery) == 1
     assert sum("0002_c1s1_000451_03.jpg" in n for n in ds.notes) == 3
+
+
+def small_market(root: Path) -> None:
+    touch_all(root / "bounding_box_train", ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg"])
+    touch_all(root / "query", ["0001_c1s1_001051_00.jpg"])
+    touch_all(root / "bounding_box_test", ["0001_c2s1_000301_01.jpg", "0000_c3s1_000401_02.jpg",
+                                           "-1_c1s1_000001_00.jpg"])
+
+
+def test_market_500k_distractors_join_the_gallery_as_pid_0(tmp_path: Path) -> None:
+    root = tmp_path / "Market-1501-v15.09.15"
+    small_market(root)
+    # The release's names are not relied on: Market-style names (any leading number), names
+    # without a camera, other suffixes and sub-folders; hidden files and non-images are skipped.
+    extra = tmp_path / "distractors_500k"
+    touch_all(extra, ["0000_c1s0_000000_00.jpg", "0017_c6s0_123456_07.jpg", "000002.JPG",
+                      ".DS_Store", "readme.txt"])
+    touch_all(extra / "part2", ["00000003_c4.png"])
+    ds = load_dataset("market1501", tmp_path, distractors=extra)
+    base = len(load_dataset("market1501", tmp_path).gallery)
+    added = ds.gallery[base:]
+    assert base == 2 and len(added) == 4
+    assert [(Path(r.path).name, r.pid, r.camid) for r in added] == [
+        ("000002.JPG", 0, -1), ("0000_c1s0_000000_00.jpg", 0, 0),
+        ("0017_c6s0_123456_07.jpg", 0, 5), ("00000003_c4.png", 0, 3)]
+    assert any("added 4 distractor" in n for n in ds.notes)
+    assert len(ds.query) == 1 and ds.num_train_pids == 1
+
+
+def test_market_500k_default_folder_and_errors(tmp_path: Path) -> None:
+    root = tmp_path / "Market-1501-v15.09.15"
+    small_market(root)
+    with pytest.raises(FileNotFoundError, match="distractors_500k.zip"):
+        load_dataset("market1501", tmp_path, distractors=True)
+    touch_all(root / "images", ["notes.txt"])
+    with pytest.raises(ValueError, match="holds no images"):
+        load_dataset("market1501", tmp_path, distractors=True)
+    touch_all(root / "images", ["0000_c2s0_000010_00.jpg"])
+    ds = load_dataset("market1501", tmp_path, distractors=True)
+    assert [(r.pid, r.camid) for r in ds.gallery[-1:]] == [(0, 1)]
+
+
+def test_distractors_are_never_matches_in_evaluation(tmp_path: Path) -> None:
+    import numpy as np
+
+    from reidkit.evaluation import evaluate_features
+
+    root = tmp_path / "Market-1501-v15.09.15"
+    small_market(root)
+    touch_all(tmp_path / "d", ["0001_c2s0_000001_00.jpg"])  # named like the query's identity
+    ds = load_dataset("market1501", tmp_path, distractors=tmp_path / "d")
+    pids, cams = [r.pid for r in ds.gallery], [r.camid for r in ds.gallery]
+    # Gallery: the old distractor at distance 3, the true match at 2, the 500k one at 0.
+    gf = np.array([[3.0], [2.0], [0.0]], dtype=np.float32)
+    res = evaluate_features(np.zeros((1, 1), np.float32), gf, [1], pids, [0], cams, max_rank=3)
+    assert pids == [0, 1, 0]
+    np.testing.assert_allclose(res.cmc, [0, 1, 1])
+    assert res.mAP == 0.5
