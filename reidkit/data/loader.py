@@ -1,17 +1,19 @@
-"""The image Dataset over :class:`ImageRecord` lists, and the feature-extraction loader."""
+"""The image Dataset over :class:`ImageRecord` lists, the feature-extraction loader, and a check
+that finds unreadable images before a long job starts."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, NamedTuple
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from reidkit.data.dataset import ImageRecord
-from reidkit.data.image import ImageReadError, read_image
+from reidkit.data.image import ImageReadError, check_image, read_image
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,62 @@ class ImageDataset(Dataset):
         )
 
 
+class Unreadable(NamedTuple):
+    """An image that cannot be read, and why."""
+
+    path: str
+    reason: str
+
+
+def check_records(records: Sequence[ImageRecord], threads: int = 4
+                  ) -> tuple[list[ImageRecord], list[Unreadable]]:
+    """Split ``records`` into the readable ones (in order) and the unreadable images.
+
+    Reads every file (see :func:`reidkit.data.image.check_image`) in ``threads`` threads, since
+    decoding releases the GIL; each distinct path is checked once.
+    """
+    paths = list(dict.fromkeys(r.path for r in records))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        reasons = dict(zip(paths, pool.map(check_image, paths), strict=True))
+    kept = [r for r in records if reasons[r.path] is None]
+    return kept, [Unreadable(p, reason) for p, reason in reasons.items() if reason is not None]
+
+
+class _ReportingDataset(Dataset):
+    """``dataset[i]``, or an :class:`Unreadable` for an image that cannot be read.
+
+    A worker process cannot raise :class:`ImageReadError` to the caller intact (the DataLoader
+    turns it into a ``RuntimeError`` holding the worker's traceback), so it returns the failure.
+    """
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except ImageReadError as err:
+            return Unreadable(err.path, err.reason)
+
+
+def _collate(samples: list[Any]) -> Any:
+    bad = next((s for s in samples if isinstance(s, Unreadable)), None)
+    return bad if bad is not None else default_collate(samples)
+
+
+class _TestLoader(DataLoader):
+    """A DataLoader that raises a clean :class:`ImageReadError` in the caller for a bad image."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        for batch in super().__iter__():
+            if isinstance(batch, Unreadable):
+                raise ImageReadError(batch.path, f"{batch.reason}; remove or replace the file")
+            yield batch
+
+
 def build_test_loader(
     records: Sequence[ImageRecord],
     transform: Callable[[Image.Image], torch.Tensor],
@@ -85,17 +143,21 @@ def build_test_loader(
     """A loader over ``records`` in their order, keeping the last partial batch (for features).
 
     ``on_error`` defaults to ``"raise"`` here: substituting an unreadable query or gallery image
-    would silently attach another image's feature to its position.
+    would silently attach another image's feature to its position. The error is an
+    :class:`ImageReadError` naming the file, with or without worker processes; use
+    :func:`check_records` first to leave such images out.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    return DataLoader(
-        ImageDataset(records, transform, on_error=on_error),
+    dataset = ImageDataset(records, transform, on_error=on_error)
+    return _TestLoader(
+        _ReportingDataset(dataset),
         batch_size=batch_size,
         shuffle=False,
         drop_last=False,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        collate_fn=_collate,
     )

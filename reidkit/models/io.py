@@ -1,14 +1,17 @@
 """Model files: weights in safetensors with the model's JSON config in the file's metadata.
 
 One file is enough to rebuild and run a trained model, and loading it never unpickles anything.
-Writes are atomic (temporary file + rename), so a crash never leaves a half-written model behind.
+Writes are atomic (temporary file + rename), so a crash never leaves a half-written model behind;
+a kill can leave the temporary file, which :func:`remove_stale_temporaries` deletes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +20,73 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from reidkit.errors import ReidkitError
+
 FORMAT = "reidkit-model/1"
+TEMP_SUFFIX = ".tmp"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ReidkitError, ValueError):
     """A model file that is missing, unreadable, or made for another model."""
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and move the finished file onto ``path`` in one rename."""
+    """Call ``write(tmp_path)`` and move the finished file onto ``path`` in one rename.
+
+    The temporary file is ``.<name>.<random>.tmp`` beside ``path``, created with the permissions
+    the user's umask gives new files (as ``open`` would), which the rename keeps.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        write(tmp)
+        write(str(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    Removes every ``.<name>.<random>.tmp``, and for the file ``names`` given also the
+    ``.<name>.<random>`` files of reidkit versions before the ``.tmp`` suffix. Returns the removed
+    paths. Call it only when no other process writes into ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    old = "|".join(re.escape(n) for n in names)
+    pattern = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX)
+                         + (rf"|\.(?:{old})\.[A-Za-z0-9_]{{8}}" if old else ""))
+    removed = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def save_model(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,11 @@
+"""The base class of every error a user can cause and fix (a bad path, file, option or value).
+
+The command line prints these as one line naming the fix; any other exception is a bug in reidkit
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ReidkitError(Exception):
+    """A problem with the user's input, files or settings; the message says how to fix it."""
