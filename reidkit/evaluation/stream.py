@@ -12,6 +12,7 @@ memory-mapped file (float16 or float32) that is read a chunk at a time and never
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +23,13 @@ from reidkit.evaluation.distance import METRICS, Metric, distance_block, distanc
 from reidkit.evaluation.rank import APMode, Protocol, RankResult, RankSetup
 
 _BYTES_PER_GB = 1 << 30
-# Bytes per (query, gallery item) of a block: the float32 distances, the copy that is sorted,
-# and slack for the device's output chunk and the match arrays.
-_BYTES_PER_PAIR = 12
+# Bytes per (query, gallery item) of a block: the float32 distances, the copy that is sorted, and
+# slack for the match arrays; under cuhk03 one more copy, grouped by identity.
+_BYTES_PER_PAIR = 9
+_CUHK03_BYTES_PER_PAIR = 4
 # Gallery rows per chunk are chosen so that a chunk holds about this many feature elements.
 _GALLERY_CHUNK_ELEMENTS = 1 << 24
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def evaluate_features(
@@ -59,9 +62,9 @@ def evaluate_features(
     float64 (computed in float64 if either side is, else float32). ``device`` is where distances are
     computed (e.g. ``"cuda"``; default: a GPU tensor's device, else the CPU); the metrics
     themselves are computed on the CPU. ``max_memory_gb`` bounds the working memory (inputs not
-    counted); ``query_block`` overrides the number of queries per block it implies. ``progress``
-    True shows a progress bar with queries/s on stderr; a callable is called with the number of
-    queries finished after each block.
+    counted, besides one chunk of about 16M gallery elements); ``query_block`` overrides the
+    number of queries per block it implies. ``progress`` True shows a progress bar with queries/s
+    on stderr; a callable is called with the number of queries finished after each block.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -83,7 +86,8 @@ def evaluate_features(
     device = torch.device(device)
     dtype = distance_dtype(_torch_dtype(qf), _torch_dtype(gf))
     if query_block is None:
-        per_query = num_g * _BYTES_PER_PAIR + setup.sample_bytes_per_query
+        per_pair = _BYTES_PER_PAIR + (_CUHK03_BYTES_PER_PAIR if protocol == "cuhk03" else 0)
+        per_query = num_g * per_pair + setup.sample_bytes_per_query
         query_block = max(1, int(max_memory_gb * _BYTES_PER_GB) // per_query)
     query_block = min(query_block, num_q)
 
@@ -137,8 +141,13 @@ def _rows(x: np.ndarray | torch.Tensor, start: int, stop: int, device: torch.dev
     """Rows start:stop of x as a tensor on ``device``; only these rows of a memory map are read."""
     if isinstance(x, torch.Tensor):
         return x[start:stop].to(device=device, dtype=dtype)
-    return torch.from_numpy(np.array(x[start:stop], dtype=np.float32 if dtype == torch.float32
-                                     else np.float64)).to(device)
+    rows = x[start:stop]
+    if rows.dtype != _NUMPY_DTYPES[dtype] or not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows, dtype=_NUMPY_DTYPES[dtype])
+    with warnings.catch_warnings():
+        # Read-only arrays (memory maps) are shared, never written.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(rows).to(device)
 
 
 def _progress_reporter(progress: bool | Callable[[int], None], total: int) -> Callable[..., None]:
