@@ -75,3 +75,18 @@ def test_errors_are_clear(features):
         compute_distance(qf, gf, metric="manhattan")
     with pytest.raises(ValueError, match="chunk_size"):
         compute_distance(qf, gf, chunk_size=0)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_explicit_device_runs_the_same_code_path(features, metric):
+    qf, gf = features
+    on_cpu = compute_distance(torch.from_numpy(qf), gf, metric=metric, device="cpu", chunk_size=4)
+    np.testing.assert_array_equal(on_cpu, compute_distance(qf, gf, metric=metric, chunk_size=4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_cuda_equals_cpu_to_float32_rounding(features, metric):
+    qf, gf = features
+    np.testing.assert_allclose(compute_distance(qf, gf, metric=metric, device="cuda"),
+                               compute_distance(qf, gf, metric=metric), rtol=1e-5, atol=1e-5)

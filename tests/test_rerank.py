@@ -204,3 +204,27 @@ def test_features_reject_bad_arguments():
         re_rank_features(np.ones((2, 4)), np.ones((3, 5)))
     with pytest.raises(ValueError, match="unknown metric"):
         re_rank_features(np.ones((2, 4)), np.ones((3, 4)), metric="manhattan")
+
+
+def test_explicit_cpu_device_is_the_same_code_path():
+    """device= runs the dense stages through torch on that device; on the CPU the result is the
+    default's, bit for bit, for matrices and for features (numpy or tensor)."""
+    q, g = clustered(20, 90, 16, 13)
+    q_g, q_q, g_g = blocks(q, g)
+    np.testing.assert_array_equal(re_rank(q_g, q_q, g_g, device="cpu"), re_rank(q_g, q_q, g_g))
+    expected = re_rank_features(q, g)
+    for kwargs in ({"device": "cpu"}, {"device": torch.device("cpu"), "max_memory_gb": 1e-4}):
+        np.testing.assert_array_equal(
+            re_rank_features(torch.from_numpy(q), torch.from_numpy(g), **kwargs), expected)
+    np.testing.assert_array_equal(re_rank_features(q, g, approximate=True, device="cpu"),
+                                  re_rank_features(q, g, approximate=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu_to_float32_rounding():
+    q, g = clustered(30, 150, 32, 14)
+    q_g, q_q, g_g = blocks(q, g)
+    np.testing.assert_allclose(re_rank(q_g, q_q, g_g, device="cuda"), re_rank(q_g, q_q, g_g),
+                               rtol=1e-5, atol=1e-6)
+    on_gpu = re_rank_features(torch.from_numpy(q).cuda(), torch.from_numpy(g).cuda())
+    np.testing.assert_allclose(on_gpu, re_rank_features(q, g), rtol=1e-4, atol=1e-5)

@@ -13,6 +13,11 @@ k nearest neighbours per item are kept (found chunk by chunk), the k-reciprocal 
 sparse matrices, and the Jaccard distance is accumulated from the sparse columns of V for a few
 queries at a time, so working memory stays under ``max_memory_gb`` besides the inputs and the
 Q x G result. ``re_rank_features`` starts from features and never holds an N x N matrix at all.
+
+Both take a ``device``: the distance rows, their normalisation and the nearest-neighbour search
+(the dense, costly part) run there in torch, on the CPU by default or on a CUDA device; the sparse
+encodings stay on the CPU. The CPU is the same torch code path, so a CUDA result equals it to
+float32 rounding.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def re_rank(
     lambda_value: float = 0.3,
     *,
     max_memory_gb: float = 1.0,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Re-rank a query x gallery distance matrix with k-reciprocal encoding.
 
@@ -52,7 +58,9 @@ def re_rank(
         k1: size of the k-reciprocal neighbourhood (the paper uses 20).
         k2: size of the local query expansion (6); 1 turns expansion off.
         lambda_value: weight of the original distance in the result (0.3).
-        max_memory_gb: bound on the working memory, inputs and result not counted.
+        max_memory_gb: bound on the working memory, inputs and result not counted (on the
+            device, a chunk of distance rows at a time).
+        device: where the distance rows are normalised and searched (``"cuda"``; default CPU).
 
     Returns:
         (Q, G) float32 re-ranked distances, equal to the reference implementation.
@@ -72,7 +80,7 @@ def re_rank(
             "pass the gallery-gallery distances of the same gallery"
         )
     _check_params(k1, k2, lambda_value, max_memory_gb)
-    source = _DistanceBlocks(q_g, q_q, g_g)
+    source = _DistanceBlocks(q_g, q_q, g_g, torch.device(device or "cpu"))
     return _k_reciprocal(source, k1, k2, lambda_value, int(max_memory_gb * _BYTES_PER_GB))
 
 
@@ -86,6 +94,7 @@ def re_rank_features(
     metric: Literal["euclidean", "cosine"] = "euclidean",
     max_memory_gb: float = 1.0,
     approximate: bool = False,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Re-rank from features, computing distances chunk by chunk (no N x N matrix).
 
@@ -97,6 +106,9 @@ def re_rank_features(
     projection and re-scored exactly, and their normalising maximum comes from the shortlist's
     farthest point and the queries; query rows stay exact. Faster for high-dimensional features;
     see benchmarks/results/rerank.md for its effect on mAP.
+
+    ``device`` is where the features are held and the distances computed (e.g. ``"cuda"``;
+    default: the device of a GPU tensor input, else the CPU).
     """
     qf = _as_features("query_features", query_features)
     gf = _as_features("gallery_features", gallery_features)
@@ -109,7 +121,10 @@ def re_rank_features(
         raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
     _check_params(k1, k2, lambda_value, max_memory_gb)
     budget = int(max_memory_gb * _BYTES_PER_GB)
-    source = _Features(qf, gf, metric, approximate)
+    if device is None:
+        device = next((t.device for t in (query_features, gallery_features)
+                       if isinstance(t, torch.Tensor) and t.device.type != "cpu"), "cpu")
+    source = _Features(qf, gf, metric, approximate, torch.device(device))
     return _k_reciprocal(source, k1, k2, lambda_value, budget)
 
 
@@ -133,7 +148,7 @@ def _as_2d(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def _as_features(name: str, features: np.ndarray | torch.Tensor) -> torch.Tensor:
-    tensor = torch.as_tensor(features).detach().cpu()
+    tensor = torch.as_tensor(features).detach()
     if tensor.ndim != 2 or 0 in tensor.shape:
         raise ValueError(f"{name} must be a non-empty 2-D array, got shape {tuple(tensor.shape)}")
     return tensor.to(torch.float32)
@@ -146,8 +161,10 @@ class _DistanceBlocks:
     squared in the inputs' common dtype, cast to float32 and divided by its maximum.
     """
 
-    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
+    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray,
+                 device: torch.device) -> None:
         self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
+        self.device = device
         self.num_q, self.num_g = q_g.shape
         self.num = self.num_q + self.num_g
         self.dtype = np.result_type(q_g, q_q, g_g)
@@ -157,8 +174,9 @@ class _DistanceBlocks:
         per_row = self.num * (4 + 2 * self.dtype.itemsize + 8)
         return max(1, budget // per_row)
 
-    def scan(self, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sorted k nearest, maximum and normalised row chunk [start, stop) of one side."""
+    def scan(self, start: int, stop: int, k: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Sorted k nearest, maximum and (query rows only) normalised row chunk [start, stop)."""
         q = self.num_q
         rows = np.empty((stop - start, self.num), dtype=np.float32)
         if stop <= q:
@@ -167,10 +185,7 @@ class _DistanceBlocks:
             left, right = self.q_g[:, start - q : stop - q].T, self.g_g[:, start - q : stop - q].T
         _square_into(left, rows[:, :q], self.dtype)
         _square_into(right, rows[:, q:], self.dtype)
-        row_max = rows.max(axis=1)
-        rows /= row_max[:, None]
-        nearest = _k_smallest(rows, k)
-        return nearest, row_max, rows
+        return _normalise_and_search(torch.from_numpy(rows).to(self.device), k, stop <= q)
 
     def squared_pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Unnormalised entries (i, j) of the reference's matrix, i.e. distance (j, i) squared."""
@@ -190,8 +205,10 @@ class _DistanceBlocks:
 class _Features:
     """Distances computed from features on demand, in float32 with torch."""
 
-    def __init__(self, qf: torch.Tensor, gf: torch.Tensor, metric: str, approximate: bool) -> None:
-        self.feats = torch.cat([qf, gf])
+    def __init__(self, qf: torch.Tensor, gf: torch.Tensor, metric: str, approximate: bool,
+                 device: torch.device) -> None:
+        self.device = device
+        self.feats = torch.cat([qf.to(device), gf.to(device)])
         if metric == "cosine":
             self.feats = torch.nn.functional.normalize(self.feats, dim=1)
         self.metric = metric
@@ -216,14 +233,12 @@ class _Features:
         inner.mul_(-2.0).add_(sq_norms[rows, None]).add_(sq_norms[None, cols])
         return inner.clamp_min_(0.0)
 
-    def scan(self, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scan(self, start: int, stop: int, k: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if self.projected is not None and start >= self.num_q:
             return self._scan_approximate(start, stop, k)
         rows = self._squared(self.feats, self.sq_norms, slice(start, stop))
-        row_max = rows.amax(dim=1)
-        rows.div_(row_max[:, None])
-        nearest = torch.topk(rows, k, dim=1, largest=False, sorted=True).indices
-        return nearest.numpy(), row_max.numpy(), rows.numpy()
+        return _normalise_and_search(rows, k, stop <= self.num_q)
 
     def _scan_approximate(self, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray, None]:
         rows = self._squared(self.projected, self.projected_sq_norms, slice(start, stop))
@@ -231,22 +246,22 @@ class _Features:
         candidates = torch.topk(rows, num_candidates, dim=1, largest=False).indices
         farthest = rows.argmax(dim=1, keepdim=True)
         del rows
-        own = torch.arange(start, stop)[:, None]
+        own = torch.arange(start, stop, device=self.device)[:, None]
         exact = self._squared_pairs(own.expand_as(candidates), candidates).view(candidates.shape)
         # Exact distances to all queries are cheap next to the gallery-gallery block.
         to_queries = self._squared(self.feats, self.sq_norms, slice(start, stop), slice(self.num_q))
         row_max = torch.maximum(self._squared_pairs(own, farthest), to_queries.amax(1))
         order = torch.topk(exact, k, dim=1, largest=False, sorted=True).indices
         nearest = torch.gather(candidates, 1, order)
-        return nearest.numpy(), row_max.numpy(), None
+        return nearest.cpu().numpy(), row_max.cpu().numpy(), None
 
     def _squared_pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         i, j = i.reshape(-1), j.reshape(-1)
-        out = torch.empty(len(i))
+        out = torch.empty(len(i), device=self.device)
         # Gather into two small reused buffers: fresh large gathers cost more in page faults
         # than in arithmetic.
         step = max(1, _PAIR_BUFFER_BYTES // (4 * self.feats.shape[1]))
-        buf_a = torch.empty(min(step, len(i)), self.feats.shape[1])
+        buf_a = torch.empty(min(step, len(i)), self.feats.shape[1], device=self.device)
         buf_b = torch.empty_like(buf_a)
         for lo in range(0, len(i), step):
             hi = min(lo + step, len(i))
@@ -259,13 +274,15 @@ class _Features:
         return out
 
     def squared_pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return self._squared_pairs(torch.from_numpy(i), torch.from_numpy(j)).numpy()
+        i_t, j_t = (torch.from_numpy(x).to(self.device) for x in (i, j))
+        return self._squared_pairs(i_t, j_t).cpu().numpy()
 
 
 def _pca_projection(feats: torch.Tensor, dim: int) -> torch.Tensor:
     """Project onto the top principal directions (distances shrink, neighbours mostly stay)."""
     mean = feats.mean(0)
-    sample = feats[torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(0))]
+    order = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(0))
+    sample = feats[order.to(feats.device)]
     sample = sample[: min(len(sample), 50_000)] - mean
     _, _, vh = torch.linalg.svd(sample.T @ sample)
     return (feats - mean) @ vh[:dim].T
@@ -279,10 +296,16 @@ def _square_into(block: np.ndarray, out: np.ndarray, dtype: np.dtype) -> None:
         np.square(block.astype(dtype), out=out, casting="same_kind")
 
 
-def _k_smallest(rows: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest entries per row in increasing order (torch.topk is ~3x faster
-    than np.argpartition here)."""
-    return torch.topk(torch.from_numpy(rows), k, dim=1, largest=False, sorted=True).indices.numpy()
+def _normalise_and_search(rows: torch.Tensor, k: int, keep_rows: bool
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Rows divided by their maximum, in place; the indices of each row's k smallest entries in
+    increasing order (torch.topk is ~3x faster than np.argpartition), the maxima, and the
+    normalised rows on the CPU if ``keep_rows``."""
+    row_max = rows.amax(dim=1)
+    rows.div_(row_max[:, None])
+    nearest = torch.topk(rows, k, dim=1, largest=False, sorted=True).indices
+    return (nearest.cpu().numpy(), row_max.cpu().numpy(),
+            rows.cpu().numpy() if keep_rows else None)
 
 
 def _k_reciprocal(
@@ -304,7 +327,7 @@ def _k_reciprocal(
         for start in range(side_start, side_stop, step):
             stop = min(start + step, side_stop)
             nearest[start:stop], row_max[start:stop], rows = source.scan(start, stop, k_keep)
-            if stop <= num_q:
+            if rows is not None:
                 result[start:stop] = rows[:, num_q:]
             del rows
 
