@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -11,14 +15,53 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-app = typer.Typer(
+from reidkit.errors import ReidkitError
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can cause: printed as one line instead of a traceback (not with --debug).
+
+    A missing file's own message names it. Anything else is a bug and keeps its traceback.
+    """
+    from reidkit.config import ConfigError  # a ReidkitError once config.py derives it from one
+
+    return (ReidkitError, ConfigError, FileNotFoundError)
+
+
+class _Typer(typer.Typer):
+    """A Typer app whose every command prints user errors as one line (see :func:`_user_errors`)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def run(*a: Any, **kw: Any) -> Any:
+                try:
+                    return fn(*a, **kw)
+                except _user_errors() as exc:
+                    if _options["debug"]:
+                        raise
+                    raise _fail(str(exc)) from None
+
+            register(run)
+            return fn
+
+        return wrap
+
+
+app = _Typer(
     help="Person re-identification: train Pyramid and MTDnet, evaluate, search, serve.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
-datasets_app = typer.Typer(help="List, inspect and generate data sets.", no_args_is_help=True)
+datasets_app = _Typer(help="List, inspect and generate data sets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 console = Console()
 err = Console(stderr=True)
+_options = {"debug": False}
+
+JsonOut = Annotated[Path | None, typer.Option(
+    "--json", help="also write the result as JSON to this file ('-': standard output only)")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -26,16 +69,52 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _user_errors():
-    """The errors a user can cause, printed as one line instead of a traceback."""
-    from reidkit.config import ConfigError
-    from reidkit.data.datasets import DatasetLayoutError
-    from reidkit.data.image import ImageReadError
-    from reidkit.models.io import CheckpointError
-    from reidkit.training.base import ResumeError
+def _version(value: bool) -> None:
+    if value:
+        from reidkit import __version__
 
-    return (ConfigError, DatasetLayoutError, CheckpointError, ResumeError, ImageReadError,
-            FileNotFoundError, ValueError, ImportError)
+        console.print(f"reidkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of every error")] = False,
+) -> None:
+    """Person re-identification: train Pyramid and MTDnet, evaluate, search, serve."""
+    _options["debug"] = debug
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def _write_json(target: Path | None, data: Any) -> bool:
+    """Write ``data`` to ``target`` ('-': standard output); True when it went to standard output."""
+    if target is None:
+        return False
+    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    if str(target) == "-":
+        typer.echo(text)
+        return True
+    target.write_text(text + "\n")
+    return False
+
+
+def _recipes() -> str:
+    folder = Path(__file__).parent / "configs"
+    return ", ".join(sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith("_")))
 
 
 # --------------------------------------------------------------------------- datasets
@@ -55,6 +134,7 @@ def datasets_list() -> None:
 def datasets_stats(
     root: Annotated[Path, typer.Argument(help="folder the data set unpacks to")],
     name: Annotated[str, typer.Option("--name", "-n", help="data set name")] = "market1501",
+    json_out: JsonOut = None,
 ) -> None:
     """Identity, image and camera counts of a data set on disk.
 
@@ -62,10 +142,10 @@ def datasets_stats(
     """
     from reidkit.data import load_dataset
 
-    try:
-        dataset = load_dataset(name, root)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    dataset = load_dataset(name, root)
+    if _write_json(json_out, {"name": dataset.name, "root": str(root), "subsets": dataset.summary(),
+                              "notes": dataset.notes}):
+        return
     table = Table(title=f"{dataset.name} ({root})")
     for column in ("subset", "ids", "images", "cams"):
         table.add_column(column, justify="right" if column != "subset" else "left")
@@ -90,10 +170,10 @@ def datasets_synth(
     """
     from reidkit.data.synthetic import generate
 
-    try:
-        stats = generate(out, preset=preset, seed=seed, domain=domain, misalign=misalign)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise typer.BadParameter(f"{out} exists and is not an empty folder; choose a new folder",
+                                 param_hint="--out")
+    stats = generate(out, preset=preset, seed=seed, domain=domain, misalign=misalign)
     console.print(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in stats.items()
                                                 if isinstance(v, (int, float))))
 
@@ -102,37 +182,61 @@ def datasets_synth(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train(
     ctx: typer.Context,
-    config: Annotated[str | None, typer.Option(help="recipe name (reidkit/configs) or YAML file")] = None,
+    config: Annotated[str | None, typer.Option(
+        help=f"recipe file (YAML) or shipped recipe: {_recipes()}")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in train.output_dir")] = False,
+    force: Annotated[bool, typer.Option(
+        help="start over: delete the run already in train.output_dir")] = False,
+    strict: Annotated[bool, typer.Option(help="stop on unreadable images instead of skipping them")
+                      ] = False,
     all_splits: Annotated[bool, typer.Option(
         help="train and evaluate every split of a multi-split data set; report the mean CMC")] = False,
     splits: Annotated[str | None, typer.Option(help="only these splits, e.g. 0,3")] = None,
 ) -> None:
     """Train a model from a recipe; extra arguments override keys (section.key=value).
 
+    The run folder (train.output_dir) must not hold another run: continue it with --resume or
+    start it over with --force. Progress goes to standard error, the summary (JSON) to standard
+    output.
+
     Examples: reidkit train --config pyramid_market1501_r50 data.root=data/market train.epochs=60
               reidkit train --config mtdnet_viper --all-splits data.root=data/VIPeR
     """
     from reidkit.config import load_config
+    from reidkit.training.base import clear_run
     from reidkit.training.trainer import Trainer
 
-    try:
-        cfg = load_config(config, ctx.args)
-        if all_splits or splits is not None:
-            from reidkit.training.protocols import run_protocol
+    if resume and force:
+        raise typer.BadParameter("--resume continues the run, --force deletes it: give one",
+                                 param_hint="--force")
+    chosen = None
+    if splits is not None:
+        try:
+            chosen = [int(s) for s in splits.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{splits!r} is not a list of split numbers such as 0,3",
+                                     param_hint="--splits") from None
+    cfg = load_config(config, ctx.args)
+    if force:
+        removed = clear_run(cfg.train.output_dir)
+        if removed:
+            err.print(f"--force: deleted the run in {cfg.train.output_dir} ({len(removed)} files)")
+    if all_splits or chosen is not None:
+        from reidkit.training.protocols import run_protocol
 
-            chosen = [int(s) for s in splits.split(",")] if splits else None
-            console.print(run_protocol(cfg, chosen, console).as_markdown())
-            return
-        if cfg.model.name == "mtdnet":
-            from reidkit.training.mtdnet_trainer import MTDNetTrainer as Trainer  # noqa: N814
-        summary = Trainer(cfg, resume=resume).fit()
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
-    console.print_json(data=summary)
+        console.print(run_protocol(cfg, chosen, err).as_markdown())
+        return
+    if cfg.model.name == "mtdnet":
+        from reidkit.training.mtdnet_trainer import MTDNetTrainer as Trainer  # noqa: N814
+    summary = Trainer(cfg, resume=resume).fit(strict_images=strict)
+    console.print_json(data=_finite(summary))
 
 
 # --------------------------------------------------------------------------- evaluation
+class DistanceFileError(ReidkitError, ValueError):
+    """A distance file for ``reidkit evaluate --distmat`` that is not what it should be."""
+
+
 @app.command()
 def evaluate(
     distmat: Annotated[Path | None, typer.Option(
@@ -146,42 +250,61 @@ def evaluate(
     ap: Annotated[str, typer.Option(help="standard | official")] = "standard",
     metric: Annotated[str, typer.Option(help="euclidean | cosine (features)")] = "euclidean",
     rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking (features)")] = False,
-    max_rank: Annotated[int, typer.Option(help="longest CMC rank")] = 50,
+    max_rank: Annotated[int, typer.Option(min=1, help="longest CMC rank")] = 50,
+    device: Annotated[str, typer.Option(help="cpu | cuda, with --checkpoint")] = "cpu",
+    json_out: JsonOut = None,
 ) -> None:
     """CMC, mAP and mINP from a distance matrix, from feature files, or from a model on a data set.
 
     Examples: reidkit evaluate --distmat dist.npz
-              reidkit evaluate --query q.safetensors --gallery g.safetensors --rerank
+              reidkit evaluate --query q.safetensors --gallery g.safetensors --rerank --json -
               reidkit evaluate --checkpoint run/best.safetensors --root data/synth
     """
     from reidkit.evaluation import evaluate_rank
 
-    try:
-        if distmat is not None:
-            if rerank:
-                raise ValueError("--rerank needs features: use --query/--gallery or --checkpoint")
-            arrays = _load_distmat(distmat)
-        elif query is not None and gallery is not None:
-            arrays = _feature_distmat(*_load_feature_pair(query, gallery), metric, rerank)
-        elif checkpoint is not None and root is not None:
-            arrays = _feature_distmat(*_extract_dataset(checkpoint, dataset, root), metric, rerank)
-        else:
-            raise _fail("give --distmat FILE, --query/--gallery FILES, or --checkpoint with --root")
-        result = evaluate_rank(*arrays, max_rank=max_rank, protocol=protocol, ap=ap)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
-    print_rank_result(result)
+    if distmat is not None:
+        if rerank:
+            raise typer.BadParameter("--rerank needs features: use --query/--gallery or --checkpoint",
+                                     param_hint="--rerank")
+        arrays = _load_distmat(distmat)
+    elif query is not None and gallery is not None:
+        arrays = _feature_distmat(*_load_feature_pair(query, gallery), metric, rerank)
+    elif checkpoint is not None and root is not None:
+        _device(device)
+        arrays = _feature_distmat(*_extract_dataset(checkpoint, dataset, root, device), metric,
+                                  rerank)
+    else:
+        raise typer.BadParameter("give --distmat FILE, --query/--gallery FILES, or --checkpoint with "
+                                 "--root", param_hint="--distmat")
+    result = evaluate_rank(*arrays, max_rank=max_rank, protocol=protocol, ap=ap)
+    if not _write_json(json_out, result.as_dict()):
+        print_rank_result(result)
 
 
 def _load_distmat(path: Path) -> tuple[np.ndarray, ...]:
+    import zipfile
+
     if not path.is_file():
         raise FileNotFoundError(f"distance file {path} does not exist")
-    with np.load(path) as data:
-        keys = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
-        missing = [k for k in keys if k not in data]
-        if missing:
-            raise ValueError(f"{path} lacks arrays {missing}; expected {list(keys)}")
-        return tuple(data[k] for k in keys)
+    if not zipfile.is_zipfile(path):
+        raise DistanceFileError(f"{path} is not an .npz archive (write one with numpy.savez or "
+                                "`reidkit rerank`)")
+    keys = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data]
+            if missing:
+                raise DistanceFileError(f"{path} lacks arrays {missing}; expected {list(keys)}")
+            arrays = tuple(data[k] for k in keys)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DistanceFileError(f"{path} is not a readable .npz archive of numeric arrays ({exc})"
+                                ) from None
+    wrong = {k: str(a.dtype) for k, a in zip(keys, arrays, strict=True)
+             if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)}
+    if wrong:
+        raise DistanceFileError(f"{path}: " + ", ".join(f"{k} holds {t}" for k, t in wrong.items())
+                                + "; every array must hold numbers")
+    return arrays
 
 
 def _load_feature_pair(query: Path, gallery: Path):
@@ -192,12 +315,13 @@ def _load_feature_pair(query: Path, gallery: Path):
     return q, g
 
 
-def _extract_dataset(checkpoint: Path, dataset: str, root: Path):
+def _extract_dataset(checkpoint: Path, dataset: str, root: Path, device: str):
     from reidkit.data import load_dataset
     from reidkit.retrieval.features import extract_feature_set
 
     data = load_dataset(dataset, root)
-    return tuple(extract_feature_set(checkpoint, records) for records in (data.query, data.gallery))
+    return tuple(extract_feature_set(checkpoint, _readable(records, strict=False), device=device)
+                 for records in (data.query, data.gallery))
 
 
 def _feature_distmat(q, g, metric: str, rerank: bool) -> tuple[np.ndarray, ...]:
@@ -220,6 +344,42 @@ def print_rank_result(result) -> None:
 
 
 # --------------------------------------------------------------------------- retrieval
+class FeatureValuesError(ReidkitError, ValueError):
+    """A feature file whose values cannot be searched (NaN, infinite, empty)."""
+
+
+def _device(name: str) -> None:
+    """Refuse a device this machine does not have before any work."""
+    from reidkit.training.base import resolve_device
+
+    resolve_device(name, option="--device")
+
+
+def _readable(records, strict: bool):
+    """``records`` without the images that cannot be read, each reported on standard error."""
+    from reidkit.data.loader import UnreadableImagesError, check_records
+
+    kept, bad = check_records(records)
+    for u in bad:
+        err.print(f"unreadable image {u.path}: {u.reason}", highlight=False, soft_wrap=True)
+    if bad and strict:
+        raise UnreadableImagesError(f"{len(bad)} image(s) cannot be read (listed above); remove or "
+                                    "replace them, or run without --strict to skip them")
+    if bad:
+        err.print(f"skipped {len(bad)} unreadable image(s)")
+    if not kept:
+        raise UnreadableImagesError("no image could be read")
+    return kept
+
+
+def _check_feature_suffix(path: Path, option: str) -> None:
+    from reidkit.retrieval.features import SUFFIXES
+
+    if path.suffix not in SUFFIXES:
+        raise typer.BadParameter(f"feature files end in {' or '.join(SUFFIXES)}; got {path.name!r}",
+                                 param_hint=option)
+
+
 @app.command()
 def extract(
     checkpoint: Annotated[Path, typer.Option(help="model file (.safetensors)")],
@@ -229,10 +389,14 @@ def extract(
     root: Annotated[Path | None, typer.Option(help="data set folder, with --dataset")] = None,
     subset: Annotated[str, typer.Option(help="query | gallery | train, with --dataset")] = "gallery",
     flip: Annotated[bool, typer.Option(help="average with the mirrored image's feature")] = False,
-    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 64,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    strict: Annotated[bool, typer.Option(help="stop on unreadable images instead of skipping them")
+                      ] = False,
 ) -> None:
     """Extract features of a folder or of a data set's subset into a feature file.
+
+    Every image is checked first: unreadable ones are listed and left out (--strict: refused).
 
     Examples: reidkit extract --checkpoint run/best.safetensors --images photos/ --out g.safetensors
               reidkit extract --checkpoint run/best.safetensors --dataset market1501 \\
@@ -241,58 +405,86 @@ def extract(
     from reidkit.data import load_dataset
     from reidkit.retrieval.features import extract_feature_set, save_features
 
-    try:
-        if images is not None:
-            records = load_dataset("folder", images).gallery
-        elif dataset is not None and root is not None:
-            if subset not in ("query", "gallery", "train"):
-                raise ValueError(f"--subset must be query, gallery or train, not {subset!r}")
-            records = getattr(load_dataset(dataset, root), subset)
-        else:
-            raise _fail("give --images DIR, or --dataset NAME with --root DIR")
-        fs = extract_feature_set(checkpoint, records, flip=flip, batch_size=batch_size, device=device)
-        save_features(out, fs)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    _check_feature_suffix(out, "--out")
+    _device(device)
+    if images is not None:
+        data = load_dataset("folder", images, subset="gallery")
+        records = data.gallery
+    elif dataset is not None and root is not None:
+        if subset not in ("query", "gallery", "train"):
+            raise typer.BadParameter(f"--subset must be query, gallery or train, not {subset!r}",
+                                     param_hint="--subset")
+        data = load_dataset(dataset, root)
+        records = getattr(data, subset)
+    else:
+        raise typer.BadParameter("give --images DIR, or --dataset NAME with --root DIR",
+                                 param_hint="--images")
+    for note in data.notes:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    records = _readable(records, strict)
+    fs = extract_feature_set(checkpoint, records, flip=flip, batch_size=batch_size, device=device)
+    save_features(out, fs)
     console.print(f"wrote {out}: {len(fs):,} images x {fs.dim} dims")
+
+
+def _query_images(paths: list[Path]) -> list[Path]:
+    """The query images: files as given, folders expanded to their images (sorted, recursive)."""
+    from reidkit.data.datasets._common import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                            and p.is_file())
+            if not inside:
+                raise typer.BadParameter(f"{path} holds no images", param_hint="--query")
+            found += inside
+        elif path.exists():
+            found.append(path)
+        else:
+            raise typer.BadParameter(f"{path} does not exist", param_hint="--query")
+    return found
 
 
 @app.command()
 def search(
     gallery: Annotated[Path, typer.Option(help="gallery feature file")],
     checkpoint: Annotated[Path, typer.Option(help="the model file the gallery was extracted with")],
-    query: Annotated[list[Path], typer.Option(help="query image (repeat for several)")],
-    topk: Annotated[int, typer.Option(help="matches per query")] = 10,
+    query: Annotated[list[Path], typer.Option(help="query image or folder of images (repeatable)")],
+    topk: Annotated[int, typer.Option(min=1, help="matches per query")] = 10,
     backend: Annotated[str, typer.Option(help="torch | faiss | auto")] = "torch",
-    json_out: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    json_out: JsonOut = None,
+    strict: Annotated[bool, typer.Option(help="stop on unreadable query images")] = False,
 ) -> None:
     """Rank a gallery for one or more query images.
 
     Example: reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query me.jpg --topk 5
+             reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query people/ --json -
     """
-    import json
-
     from reidkit.data.dataset import ImageRecord
     from reidkit.retrieval.features import check_same_model, extract_feature_set, load_features
     from reidkit.retrieval.search import GalleryIndex
 
-    try:
-        g = load_features(gallery)
-        size = g.meta.get("input_size") or [None, None]
-        q = extract_feature_set(checkpoint, [ImageRecord(str(p), -1, -1) for p in query],
-                                height=size[0], width=size[1], flip=bool(g.meta.get("flip")),
-                                num_workers=0, progress=False)
-        check_same_model(q, g)
-        dist, idx = GalleryIndex.from_feature_set(g, backend=backend).search(q.features,
-                                                                              min(topk, len(g)))
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
-    results = {str(path): [{"rank": r + 1, "path": g.paths[i], "distance": float(d),
-                            "pid": int(g.pids[i]), "camid": int(g.camids[i])}
-                           for r, (d, i) in enumerate(zip(drow, irow, strict=True))]
-               for path, drow, irow in zip(query, dist, idx, strict=True)}
-    if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=2))
+    queries = _query_images(query)
+    g = load_features(gallery)
+    if not np.isfinite(g.features).all():
+        bad = int((~np.isfinite(g.features).all(axis=1)).sum())
+        raise FeatureValuesError(f"{gallery} holds NaN or infinite features for {bad} image(s); "
+                                 "re-extract it with `reidkit extract`")
+    if len(g) == 0:
+        raise FeatureValuesError(f"{gallery} holds no features; extract a gallery with images")
+    size = g.meta.get("input_size") or [None, None]
+    records = _readable([ImageRecord(str(p), -1, -1) for p in queries], strict)
+    q = extract_feature_set(checkpoint, records, height=size[0], width=size[1],
+                            flip=bool(g.meta.get("flip")), num_workers=0, progress=False)
+    check_same_model(q, g)
+    dist, idx = GalleryIndex.from_feature_set(g, backend=backend).search(q.features, min(topk, len(g)))
+    results = {r.path: [{"rank": k + 1, "path": g.paths[i], "distance": float(d),
+                         "pid": int(g.pids[i]), "camid": int(g.camids[i])}
+                        for k, (d, i) in enumerate(zip(drow, irow, strict=True))]
+               for r, drow, irow in zip(records, dist, idx, strict=True)}
+    if _write_json(json_out, results):
+        return
     for path, matches in results.items():
         table = Table(title=f"query {path}")
         for column in ("rank", "distance", "pid", "cam", "path"):
@@ -308,9 +500,10 @@ def rerank_command(
     query: Annotated[Path, typer.Option(help="query feature file")],
     gallery: Annotated[Path, typer.Option(help="gallery feature file")],
     out: Annotated[Path, typer.Option(help=".npz for `reidkit evaluate --distmat`")],
-    k1: Annotated[int, typer.Option(help="k-reciprocal neighbourhood size")] = 20,
-    k2: Annotated[int, typer.Option(help="query-expansion neighbourhood size")] = 6,
-    lambda_value: Annotated[float, typer.Option("--lambda", help="weight of the original distance")] = 0.3,
+    k1: Annotated[int, typer.Option(min=1, help="k-reciprocal neighbourhood size")] = 20,
+    k2: Annotated[int, typer.Option(min=1, help="query-expansion neighbourhood size")] = 6,
+    lambda_value: Annotated[float, typer.Option("--lambda", min=0.0, max=1.0,
+                                                help="weight of the original distance")] = 0.3,
     metric: Annotated[str, typer.Option(help="euclidean | cosine")] = "euclidean",
 ) -> None:
     """k-reciprocal re-ranking of a query x gallery problem into a distance file.
@@ -318,14 +511,19 @@ def rerank_command(
     Example: reidkit rerank --query q.safetensors --gallery g.safetensors --out reranked.npz
     """
     from reidkit.evaluation import re_rank_features
+    from reidkit.models.io import atomic_write
 
-    try:
-        q, g = _load_feature_pair(query, gallery)
-        dist = re_rank_features(q.features, g.features, k1, k2, lambda_value, metric=metric)
-        np.savez(out, distmat=dist, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
-                 g_camids=g.camids)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    if out.suffix != ".npz":
+        raise typer.BadParameter(f"the distance file ends in .npz; got {out.name!r}", param_hint="--out")
+    q, g = _load_feature_pair(query, gallery)
+    dist = re_rank_features(q.features, g.features, k1, k2, lambda_value, metric=metric)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+            np.savez(fh, distmat=dist, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
+                     g_camids=g.camids)
+
+    atomic_write(out, write)
     console.print(f"wrote {out}: {dist.shape[0]:,} x {dist.shape[1]:,} re-ranked distances")
 
 
@@ -334,8 +532,8 @@ def visualize(
     query: Annotated[Path, typer.Option(help="query feature file")],
     gallery: Annotated[Path, typer.Option(help="gallery feature file")],
     out: Annotated[Path, typer.Option(help="folder for the PNGs")],
-    num: Annotated[int, typer.Option(help="number of queries to draw")] = 8,
-    topk: Annotated[int, typer.Option(help="matches per ranked list")] = 10,
+    num: Annotated[int, typer.Option(min=1, help="number of queries to draw")] = 8,
+    topk: Annotated[int, typer.Option(min=1, help="matches per ranked list")] = 10,
     metric: Annotated[str, typer.Option(help="euclidean | cosine")] = "euclidean",
 ) -> None:
     """Ranked-list pictures (green/red borders when labels are known) and a CMC plot.
@@ -346,24 +544,60 @@ def visualize(
     from reidkit.evaluation import compute_distance, evaluate_rank
     from reidkit.retrieval.visualize import plot_cmc, ranked_lists
 
-    try:
-        q, g = _load_feature_pair(query, gallery)
-        dist = compute_distance(q.features, g.features, metric=metric)
-        labelled = bool((q.pids >= 0).any() and (g.pids >= 0).any())
-        records = [[ImageRecord(p, int(i), int(c)) for p, i, c in zip(fs.paths, fs.pids, fs.camids,
-                                                                        strict=True)]
-                   for fs in (q, g)]
-        out.mkdir(parents=True, exist_ok=True)
-        picks = np.linspace(0, len(q) - 1, min(num, len(q))).round().astype(int).tolist()
-        for n, image in enumerate(ranked_lists(dist, *records, picks, topk=topk, labelled=labelled)):
-            image.save(out / f"ranked_{n:03d}.png")
-        if labelled:
-            result = evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids,
-                                   max_rank=min(50, len(g)))
-            plot_cmc({"model": result.cmc}, out / "cmc.png")
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    q, g = _load_feature_pair(query, gallery)
+    dist = compute_distance(q.features, g.features, metric=metric)
+    labelled = bool((q.pids >= 0).any() and (g.pids >= 0).any())
+    records = [[ImageRecord(p, int(i), int(c)) for p, i, c in zip(fs.paths, fs.pids, fs.camids,
+                                                                    strict=True)]
+               for fs in (q, g)]
+    out.mkdir(parents=True, exist_ok=True)
+    picks = np.linspace(0, len(q) - 1, min(num, len(q))).round().astype(int).tolist()
+    for n, image in enumerate(ranked_lists(dist, *records, picks, topk=topk, labelled=labelled)):
+        image.save(out / f"ranked_{n:03d}.png")
+    if labelled:
+        result = evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, max_rank=min(50, len(g)))
+        plot_cmc({"model": result.cmc}, out / "cmc.png")
     console.print(f"wrote {len(picks)} ranked lists{' and cmc.png' if labelled else ''} to {out}")
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="model file (.safetensors)")],
+    json_out: JsonOut = None,
+) -> None:
+    """What a model file holds: architecture, input, training epoch, validation score, data set.
+
+    Example: reidkit info run/best.safetensors
+    """
+    from reidkit.models.io import read_model_meta
+
+    config, extra = read_model_meta(model)
+    about = {
+        "file": str(model),
+        "model": config.get("name"),
+        "config": config,
+        "input_size": extra.get("input_size") or config.get("input_size"),
+        "dataset": extra.get("dataset"),
+        "epoch": extra.get("epoch"),
+        "step": extra.get("step"),
+        "validation": {k.removeprefix("val_"): v for k, v in extra.items() if k.startswith("val_")},
+    }
+    if _write_json(json_out, about):
+        return
+    table = Table(show_header=False, title=str(model))
+    options = ", ".join(f"{k}={v}" for k, v in config.items() if k != "name")
+    size = about["input_size"]
+    val = about["validation"]
+    rows = [("model", f"{about['model']} ({options})"),
+            ("input", f"{size[0]}x{size[1]}" if size else "not recorded"),
+            ("data set", str(about["dataset"] or "not recorded")),
+            ("trained", f"epoch {about['epoch']}, step {about['step']}" if about["epoch"] is not None
+             else "not recorded"),
+            ("validation", ", ".join(f"{k} {100 * v:.1f}%" for k, v in val.items()
+                                     if isinstance(v, (int, float))) or "none recorded")]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
 
 
 @app.command()
@@ -371,20 +605,19 @@ def export(
     checkpoint: Annotated[Path, typer.Option(help="model file (.safetensors)")],
     onnx: Annotated[Path, typer.Option(help="ONNX file to write")],
     part: Annotated[str, typer.Option(help="features (Pyramid) | rank | verify (MTDnet)")] = "features",
-    atol: Annotated[float, typer.Option(help="largest accepted difference from PyTorch")] = 1e-4,
+    atol: Annotated[float, typer.Option(min=0.0, help="largest accepted difference from PyTorch")
+                    ] = 1e-4,
 ) -> None:
     """Export a model to ONNX and check it against PyTorch with onnxruntime.
 
+    Nothing is written when the check fails.
+
     Example: reidkit export --checkpoint run/best.safetensors --onnx pyramid.onnx
     """
-    from reidkit.export import ExportParityError, export_onnx
+    from reidkit.export import export_onnx
 
-    try:
-        report = export_onnx(checkpoint, onnx, part=part, atol=atol)
-    except ExportParityError as exc:
-        raise _fail(f"{exc} (max abs difference {exc.max_abs_diff:.3g})") from None
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    report = export_onnx(checkpoint, onnx, part=part, atol=atol,
+                         on_stage=lambda message: err.print(f"{message} ...", highlight=False))
     console.print(f"wrote {report.path} ({report.part}, input {report.input_size[0]}x"
                   f"{report.input_size[1]}, opset {report.opset}); onnxruntime vs PyTorch: max abs "
                   f"difference {report.max_abs_diff:.3g} (tolerance {report.atol:g})")
@@ -396,26 +629,23 @@ def serve(
     gallery: Annotated[Path, typer.Option(help="gallery feature file from `reidkit extract`")],
     query: Annotated[Path | None, typer.Option(help="optional query feature file")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
-    k: Annotated[int, typer.Option(help="default number of matches")] = 10,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    k: Annotated[int, typer.Option(min=1, help="default number of matches")] = 10,
 ) -> None:
     """Serve gallery search over HTTP, with a web page at /.
 
     Example: reidkit serve --checkpoint run/best.safetensors --gallery g.safetensors --query q.safetensors
     """
-    try:
-        from reidkit.serve import serve as run_service
+    from reidkit.serve import serve as run_service
 
-        run_service(checkpoint, gallery, query_features=query, host=host, port=port, k_default=k)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    run_service(checkpoint, gallery, query_features=query, host=host, port=port, k_default=k)
 
 
 # --------------------------------------------------------------------------- demo
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="folder for data, model and report")] = Path("demo-output"),
-    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="override the recipe's epochs")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Generate synthetic data, train Pyramid with dynamic training on CPU, evaluate, report.
@@ -424,10 +654,7 @@ def demo(
     """
     from reidkit.demo import run_demo
 
-    try:
-        run_demo(out, epochs=epochs, seed=seed, console=console)
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    run_demo(out, epochs=epochs, seed=seed, console=console)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit import __version__
+from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.losses.verification import same_probability
 from reidkit.models.io import atomic_write, load_model, read_model_meta
 
@@ -43,7 +44,11 @@ PARTS = ("features", "rank", "verify")
 PARITY_BATCH_SIZES = (2, 3)  # two sizes: the second proves the batch axis is really dynamic
 
 
-class ExportParityError(RuntimeError):
+class ExportOptionError(ReidkitError, ValueError):
+    """An export option that does not fit the model (part, input size, output name, tolerance)."""
+
+
+class ExportParityError(ReidkitError, RuntimeError):
     """The exported graph's outputs differ from PyTorch's by more than the tolerance."""
 
     def __init__(self, message: str, max_abs_diff: float) -> None:
@@ -93,26 +98,26 @@ def _require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"ONNX export needs {module}: pip install 'reidkit[onnx]' "
-                          "(or pip install onnx onnxruntime onnxscript)") from None
+        raise MissingDependencyError(f"ONNX export needs {module}: pip install 'reidkit[onnx]' "
+                                     "(or pip install onnx onnxruntime onnxscript)") from None
 
 
 def _graph(model: nn.Module, part: str) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...]]:
     """The module to export for ``part``, with its input and output names."""
     if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+        raise ExportOptionError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
     name = getattr(model, "config", {}).get("name")
     if part == "features":
         return model, ("images",), ("features",)
     if name != "mtdnet":
-        raise ValueError(f"part {part!r} exists for MTDnet models only; this is a {name!r} model: "
+        raise ExportOptionError(f"part {part!r} exists for MTDnet models only; this is a {name!r} model: "
                          "export part 'features'")
     if part == "rank":
         if model.rank_fc is None:
-            raise ValueError("this MTDnet ('cls' variant) has no ranking head; export part 'verify'")
+            raise ExportOptionError("this MTDnet ('cls' variant) has no ranking head; export part 'verify'")
         return model, ("images",), ("embedding",)
     if model.verifier is None:
-        raise ValueError("this MTDnet ('rnk' variant) has no verification head; export part 'rank'")
+        raise ExportOptionError("this MTDnet ('rnk' variant) has no verification head; export part 'rank'")
     return _PairScore(model), ("images_a", "images_b"), ("same_probability",)
 
 
@@ -121,14 +126,14 @@ def _input_size(model: nn.Module, given: Sequence[int] | None,
     """The export's (height, width): given, else the model's fixed size, else the file's record."""
     fixed = getattr(model, "config", {}).get("input_size")
     if given is not None and fixed is not None and list(given) != list(fixed):
-        raise ValueError(f"this model takes {fixed[0]}x{fixed[1]} images only; got input_size "
+        raise ExportOptionError(f"this model takes {fixed[0]}x{fixed[1]} images only; got input_size "
                          f"{tuple(given)}")
     size = given or fixed or stored
     if size is None:
-        raise ValueError("the input size is unknown; pass input_size=(height, width), e.g. "
+        raise ExportOptionError("the input size is unknown; pass input_size=(height, width), e.g. "
                          "(384, 128) for Pyramid")
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"input_size must be (height, width) with positive values, got {size}")
+        raise ExportOptionError(f"input_size must be (height, width) with positive values, got {size}")
     return int(size[0]), int(size[1])
 
 
@@ -147,13 +152,16 @@ def check_onnx_parity(
     atol: float = 1e-4,
     batch_sizes: Sequence[int] = PARITY_BATCH_SIZES,
     seed: int = 0,
+    label: str | None = None,
 ) -> float:
     """Run ``onnx_path`` in onnxruntime (CPU) and ``model``'s ``part`` in PyTorch on random batches.
 
     Returns the largest absolute output difference; raises :class:`ExportParityError` above
-    ``atol``, or when a batch size is refused (a batch axis that is not dynamic).
+    ``atol``, or when a batch size is refused (a batch axis that is not dynamic). Messages call
+    the file ``label`` (default: its path).
     """
     ort = _require("onnxruntime")
+    name = label or str(onnx_path)
     graph, inputs, _ = _graph(model, part)
     size = (int(input_size[0]), int(input_size[1]))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -169,16 +177,16 @@ def check_onnx_parity(
             try:
                 (got,) = session.run(None, {n: t.numpy() for n, t in zip(inputs, tensors, strict=True)})
             except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ExportParityError(f"onnxruntime cannot run {onnx_path} on a batch of {batch}: "
+                raise ExportParityError(f"onnxruntime cannot run {name} on a batch of {batch}: "
                                         f"{exc}", float("inf")) from None
             if got.shape != expected.shape:
-                raise ExportParityError(f"{onnx_path} gives shape {got.shape} for a batch of {batch}, "
+                raise ExportParityError(f"{name} gives shape {got.shape} for a batch of {batch}, "
                                         f"PyTorch {expected.shape}", float("inf"))
             worst = max(worst, float(np.abs(got.astype(np.float32) - expected).max()))
     finally:
         model.train(was_training)
     if not worst <= atol:  # also catches NaN
-        raise ExportParityError(f"{onnx_path} differs from PyTorch by up to {worst:.3g} (tolerance "
+        raise ExportParityError(f"{name} differs from PyTorch by up to {worst:.3g} (tolerance "
                                 f"{atol:g}) on batches of {', '.join(map(str, batch_sizes))}",
                                 worst)
     return worst
@@ -193,26 +201,35 @@ def export_onnx(
     opset: int = 18,
     check: bool = True,
     atol: float = 1e-4,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export ``part`` of ``model`` (a reidkit model file or module) to the ONNX file ``out_path``.
 
     ``input_size`` (height, width) defaults to the model's fixed size (MTDnet) or the one its file
     records. ``opset`` 18 is the exporter's native opset; lower ones are converted. With ``check``
-    the file is compared with PyTorch (:func:`check_onnx_parity`, batches of 2 and 3) and
-    :class:`ExportParityError` is raised above ``atol``; the file stays for inspection. The ONNX
-    metadata records the part, input size, model config and reidkit version.
+    the file is compared with PyTorch (:func:`check_onnx_parity`, batches of 2 and 3) before it
+    takes its name, and :class:`ExportParityError` is raised above ``atol`` with nothing written.
+    The ONNX metadata records the part, input size, model config and reidkit version.
+    ``on_stage(message)`` is told when each slow stage starts (export, parity check).
     """
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise ExportOptionError(f"the output file should end in .onnx, got {out_path.name!r}")
+    if not atol >= 0:  # also refuses NaN
+        raise ExportOptionError(f"atol is the largest accepted difference from PyTorch: a number >= 0, "
+                                f"got {atol}")
     _require("onnx")
     _require("onnxscript")
+    if check:
+        _require("onnxruntime")
+    stage = on_stage or (lambda message: None)
     stored = None
     if not isinstance(model, nn.Module):
         stored = read_model_meta(model)[1].get("input_size")
         model = load_model(model)
     size = _input_size(model, input_size, stored)
     graph, inputs, outputs = _graph(model, part)
-    out_path = Path(out_path)
-    if out_path.suffix != ".onnx":
-        raise ValueError(f"the output file should end in .onnx, got {out_path.name!r}")
+    stage(f"exporting part {part!r} at {size[0]}x{size[1]} with torch.export (about a minute on a CPU)")
     was_training = model.training
     graph.eval()  # the model, or the pair-score wrapper around it
     try:
@@ -230,7 +247,16 @@ def export_onnx(
         "reidkit.model_config": json.dumps(getattr(model, "config", {})),
         "reidkit.version": __version__,
     })
-    atomic_write(out_path, lambda tmp: program.save(tmp))
-    diff = check_onnx_parity(out_path, model, part=part, input_size=size, atol=atol) if check else None
+    diff = None
+
+    def write(tmp: str) -> None:
+        nonlocal diff
+        program.save(tmp)
+        if check:
+            stage("checking the ONNX graph against PyTorch with onnxruntime")
+            diff = check_onnx_parity(tmp, model, part=part, input_size=size, atol=atol,
+                                     label=f"the export to {out_path} (not written)")
+
+    atomic_write(out_path, write)
     return ExportReport(out_path, part, opset, size, inputs, outputs, diff, atol,
                         PARITY_BATCH_SIZES if check else ())

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from reidkit.data.dataset import ImageRecord
 from reidkit.data.image import ImageReadError, check_image, read_image
+from reidkit.errors import ReidkitError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class ImageDataset(Dataset):
             f"none of the {n} images could be read (e.g. {self.records[index % n].path}); "
             "check that the data set root points at the extracted image files"
         )
+
+
+class UnreadableImagesError(ReidkitError, ValueError):
+    """Images found unreadable before a job, when the job was asked to stop on them (strict)."""
 
 
 class Unreadable(NamedTuple):

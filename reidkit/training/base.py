@@ -32,7 +32,7 @@ from torch import nn
 
 from reidkit.config import Config
 from reidkit.data import ImageRecord
-from reidkit.data.loader import ImageDataset, Unreadable, check_records
+from reidkit.data.loader import ImageDataset, Unreadable, UnreadableImagesError, check_records
 from reidkit.errors import ReidkitError
 from reidkit.models.io import (
     CheckpointError,
@@ -64,10 +64,6 @@ class RunFolderError(ReidkitError, ValueError):
 
 class DeviceError(ReidkitError, ValueError):
     """A device name that torch does not know, or a device this machine does not have."""
-
-
-class UnreadableImagesError(ReidkitError, ValueError):
-    """Images that cannot be read, found before training (``strict_images=True``)."""
 
 
 def resolve_device(name: str, local_rank: int = 0, option: str = "train.device") -> torch.device:

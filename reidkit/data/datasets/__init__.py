@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
 from reidkit.data.dataset import ReIDDataset
-from reidkit.data.datasets._common import DatasetLayoutError
+from reidkit.data.datasets._common import DatasetLayoutError, DatasetOptionError
 
 DatasetLoader = Callable[..., ReIDDataset]
 _REGISTRY: dict[str, DatasetLoader] = {}
@@ -32,8 +33,15 @@ def load_dataset(name: str, root: str | Path, **opts) -> ReIDDataset:
     """Load data set ``name`` from ``root`` (the folder the official archive unpacks to)."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _REGISTRY:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
-    return _REGISTRY[key](Path(root).expanduser(), **opts)
+        raise DatasetOptionError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
+    loader = _REGISTRY[key]
+    params = list(inspect.signature(loader).parameters.values())[1:]  # after root
+    accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(opts) - set(accepted))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
+        raise DatasetOptionError(f"data set {name!r} has no option {', '.join(unknown)}; its options: "
+                                 f"{', '.join(accepted) or 'none'}")
+    return loader(Path(root).expanduser(), **opts)
 
 
 # The parsers register themselves on import; they import ``register`` from this module, hence last.
@@ -49,4 +57,5 @@ from reidkit.data.datasets import (  # noqa: E402, F401, I001
     viper,
 )
 
-__all__ = ["DatasetLayoutError", "DatasetLoader", "list_datasets", "load_dataset", "register"]
+__all__ = ["DatasetLayoutError", "DatasetLoader", "DatasetOptionError", "list_datasets", "load_dataset",
+           "register"]

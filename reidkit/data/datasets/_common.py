@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from reidkit.data.dataset import ImageRecord
+from reidkit.errors import ReidkitError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetOptionError(ReidkitError, ValueError):
+    """An unknown data set name, or an option a data set does not accept (split, subset, ...)."""
+
+
+class DatasetLayoutError(ReidkitError, FileNotFoundError):
     """A data set folder is missing or is not laid out like the official release.
 
     A subclass of :class:`FileNotFoundError`: the files the parser expects are not where it looks.
@@ -75,9 +80,9 @@ def stray_note(strays: Sequence[str], where: str, sample: str) -> list[str]:
 
 
 def check_split(split: int, num_splits: int, dataset: str) -> None:
-    """Raise a ValueError naming the valid range when ``split`` is out of range."""
+    """Raise a :class:`DatasetOptionError` naming the valid range when ``split`` is out of range."""
     if not 0 <= split < num_splits:
-        raise ValueError(
+        raise DatasetOptionError(
             f"{dataset} has {num_splits} evaluation splits; split={split} is out of range, "
             f"use 0..{num_splits - 1}"
         )
@@ -116,7 +121,7 @@ def single_shot_split(
     """
     pool = sorted(by_pid if candidates is None else candidates)
     if not 0 < num_test < len(pool):
-        raise ValueError(
+        raise DatasetOptionError(
             f"{dataset}: cannot hold out {num_test} of {len(pool)} identities for testing; "
             f"choose a number between 1 and {len(pool) - 1}"
         )

@@ -1,8 +1,11 @@
 """A user's own data: a folder per identity, or Market-style file names.
 
 Subsets are found by folder name: ``train/`` (or ``bounding_box_train/``), ``query/`` and
-``gallery/`` (or ``bounding_box_test/``). A root with none of them is one subset by itself,
-the gallery by default (a folder to search in) or the training set.
+``gallery/`` (or ``bounding_box_test/``). A root with none of them is one subset by itself
+(``subset=``): by default a root of identity folders is a training set and a root of images a
+gallery (a folder to search in). ``test_ids=N`` holds N identities of such a training set out as
+query and gallery (seeded by ``seed``): per identity the first image is the query and the rest
+its gallery.
 
 Inside a subset, either every identity has its own folder (``gallery/alice/001.jpg``; numeric
 folder names are the pids, other names are numbered in sorted order across the data set) or the
@@ -23,9 +26,17 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
 from reidkit.data.datasets import register
-from reidkit.data.datasets._common import IMAGE_SUFFIXES, layout_error, prefix, stray_note
+from reidkit.data.datasets._common import (
+    IMAGE_SUFFIXES,
+    DatasetOptionError,
+    layout_error,
+    prefix,
+    stray_note,
+)
 
 SUBSET_FOLDERS = {
     "train": ("train", "bounding_box_train"),
@@ -95,9 +106,19 @@ def _scan_subset(folder: Path) -> tuple[list[_Item], list[str]]:
     return items, strays
 
 
+def _has_folders(root: Path) -> bool:
+    with os.scandir(root) as it:
+        return any(e.is_dir() for e in it)
+
+
 @register("folder")
-def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
-    """Load a user's folder; ``subset`` is the role of ``root`` when it has no subset folders."""
+def load_folder(root: Path, *, subset: str = "auto", test_ids: int = 0, seed: int = 0) -> ReIDDataset:
+    """Load a user's folder; ``subset`` (auto | train | gallery) is the role of ``root`` when it
+    has no subset folders; ``test_ids`` carves a query/gallery split from a training set."""
+    if subset not in ("auto", "gallery", "train"):
+        raise DatasetOptionError(f"folder: subset must be 'auto', 'gallery' or 'train', got {subset!r}")
+    if isinstance(test_ids, bool) or not isinstance(test_ids, int) or test_ids < 0:
+        raise DatasetOptionError(f"folder: test_ids must be a number of identities >= 0, got {test_ids!r}")
     if not root.is_dir():
         raise layout_error("folder", root, "folder not found", _LAYOUT.format(root=root), _SOURCE)
     folders = {
@@ -105,8 +126,8 @@ def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
         for role, names in SUBSET_FOLDERS.items()
     }
     if not any(folders.values()):
-        if subset not in ("gallery", "train"):
-            raise ValueError(f"folder: subset must be 'gallery' or 'train', got {subset!r}")
+        if subset == "auto":
+            subset = "train" if _has_folders(root) else "gallery"
         folders[subset] = root
     if folders["query"] is not None and folders["gallery"] is None:
         raise layout_error("folder", root, "query/ found without gallery/ (or bounding_box_test/)",
@@ -178,11 +199,38 @@ def load_folder(root: Path, *, subset: str = "gallery") -> ReIDDataset:
             out.append(ImageRecord(it.path, pid, camid))
         return out
 
-    gallery = records("gallery", 0)
-    return ReIDDataset(
-        root.resolve().name,
-        relabel(records("train", 0)),
-        records("query", len(gallery)),
-        gallery,
-        notes=notes,
-    )
+    train, gallery = records("train", 0), records("gallery", 0)
+    query = records("query", len(gallery))
+    if test_ids:
+        if query or gallery:
+            raise DatasetOptionError(
+                f"folder: test_ids carves query/gallery from a training set, but {root} already "
+                "has query/gallery images; drop test_ids")
+        train_cams = all(it.camera is not None for it in kept["train"])
+        train, query, gallery = _carve_test(train, test_ids, seed, train_cams)
+        notes.append(f"held out {test_ids} training identities as the test split (test_ids, "
+                     f"seed {seed}): {len(query)} query and {len(gallery)} gallery images"
+                     + ("" if train_cams else "; every test image counts as its own camera"))
+    return ReIDDataset(root.resolve().name, relabel(train), query, gallery, notes=notes)
+
+
+def _carve_test(train: list[ImageRecord], num_ids: int, seed: int, cameras: bool
+                ) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
+    """(train, query, gallery): ``num_ids`` identities drawn with ``seed``; per identity its
+    first image is the query and the others its gallery. Without cameras every query and gallery
+    image is a camera of its own, so that no match is removed as a same-camera one."""
+    pids = sorted({r.pid for r in train})
+    if not 0 < num_ids < len(pids):
+        raise DatasetOptionError(f"folder: cannot hold out test_ids={num_ids} of {len(pids)} "
+                                 f"identities; choose 1..{len(pids) - 1}")
+    held = set(np.random.default_rng(seed).choice(pids, size=num_ids, replace=False).tolist())
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
+    for pid in sorted(held):
+        images = [r for r in train if r.pid == pid]
+        query.append(images[0])
+        gallery += images[1:]
+    if not cameras:
+        gallery = [ImageRecord(r.path, r.pid, i) for i, r in enumerate(gallery)]
+        query = [ImageRecord(r.path, r.pid, len(gallery) + i) for i, r in enumerate(query)]
+    return [r for r in train if r.pid not in held], query, gallery
