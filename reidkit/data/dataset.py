@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -9,12 +11,38 @@ from typing import NamedTuple
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """Where and when a crop cut from a video was seen: what the footage sidecar table records.
+
+    ``video`` is the video file, ``camera`` the camera's name, ``frame`` the 0-based frame index,
+    ``time`` seconds from the start of the video, ``box`` (x1, y1, x2, y2) in frame pixels,
+    ``score`` the detector's confidence and ``tracklet`` the tracklet the crop belongs to.
+    """
+
+    video: str
+    camera: str
+    frame: int
+    time: float
+    box: tuple[int, int, int, int]
+    score: float
+    tracklet: int
+
+
 class ImageRecord(NamedTuple):
-    """One image: its file path, identity label and camera index (both 0-based ints)."""
+    """One image: its file path, identity label and camera index (both 0-based ints).
+
+    Optional: ``camera`` and ``identity``, the data set's own names for the camera and the person
+    (``"6"`` for a ``_c6`` file, ``"alice"`` for a folder ``alice/``), and ``sighting`` for crops
+    cut from a video. They are shown to people; ``pid`` and ``camid`` are what evaluation uses.
+    """
 
     path: str
     pid: int
     camid: int
+    camera: str | None = None
+    identity: str | None = None
+    sighting: Sighting | None = None
 
 
 @dataclass
@@ -90,4 +118,24 @@ class ReIDDataset:
 def relabel(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     """Map the pids of ``records`` to 0..N-1 in sorted order of the original ids."""
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
-    return [ImageRecord(r.path, mapping[r.pid], r.camid) for r in records]
+    return [r._replace(pid=mapping[r.pid]) for r in records]
+
+
+_CAMERA_IN_NAME = re.compile(r"_c(\d{1,9})(?!\d)", re.ASCII)
+
+
+def camera_name(record: ImageRecord) -> str | None:
+    """The data set's own name of the record's camera: ``record.camera``, else the ``<n>`` of a
+    ``_c<n>`` in the file name (Market-1501, DukeMTMC-reID and MSMT17 name cameras so), else None."""
+    if record.camera is not None:
+        return record.camera
+    m = _CAMERA_IN_NAME.search(os.path.basename(record.path))
+    return m.group(1) if m else None
+
+
+def identity_name(record: ImageRecord) -> str | None:
+    """The data set's own name of the record's person: ``record.identity``, else the pid as written
+    (query and gallery keep the original ids), else None for an unknown person (pid < 0)."""
+    if record.identity is not None:
+        return record.identity
+    return str(record.pid) if record.pid >= 0 else None

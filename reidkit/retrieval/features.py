@@ -11,12 +11,20 @@ Two file formats, chosen by suffix; both load without unpickling anything:
   ``meta`` (a JSON object) in the file's metadata, readable with any safetensors tool. The
   safetensors header is limited to 100 MB, about a million typical paths; use ``.npz`` beyond.
 * ``.npz``: the three arrays, ``paths`` as a unicode array and ``meta`` as a JSON string.
+
+Image (and video) paths are written relative to the feature file's folder when they lie inside it
+and absolute otherwise, and read back as absolute paths, so a feature file works from any working
+directory and a folder holding both images and features can be moved. Optional per-image columns
+(the data set's own camera and identity names, and where a crop was seen in a video) travel in a
+JSON ``rows`` entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +34,7 @@ import numpy as np
 from rich.progress import Progress
 
 from reidkit import __version__
-from reidkit.data.dataset import ImageRecord
+from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
 from reidkit.data.loader import build_test_loader
 from reidkit.data.transforms import build_transforms
 from reidkit.models.inference import extract_features
@@ -39,10 +47,26 @@ SUFFIXES = (".safetensors", ".npz")
 _MAX_HEADER_TEXT = 95_000_000
 # meta entries that must agree between a query set and the gallery it is searched against.
 _MODEL_IDENTITY = ("model_sha256", "input_size", "flip")
+# header value saying that relative paths are relative to the feature file's folder; files without
+# it (written before) hold paths relative to the working directory of `reidkit extract`.
+_PATHS_BASE = "feature_file"
+_MAX_PATHS_CHECKED = 20_000  # image existence checked on load: all, or this many spread evenly
 
 
 class FeatureFileError(ValueError):
     """A feature file that is not a reidkit feature file, or whose contents do not fit together."""
+
+
+class UnknownModelError(ValueError):
+    """Features whose model is not recorded, compared where the model must be known."""
+
+
+class MissingImagesWarning(UserWarning):
+    """A feature file names images that are not on disk (pictures and the service cannot show them)."""
+
+
+class UnknownModelWarning(UserWarning):
+    """Features without model metadata used anyway (``allow_unknown_model``)."""
 
 
 @dataclass
@@ -52,6 +76,9 @@ class FeatureSet:
     ``meta`` is a JSON-serialisable dict; :func:`extract_feature_set` fills ``model_config``,
     ``model_sha256``, ``model_file``, ``input_size`` ([h, w]), ``flip``, ``metric`` and
     ``reidkit_version``. Arrays are converted to those dtypes; lengths must agree.
+
+    Optional columns, one entry per image (None where unknown): ``cameras`` and ``identities``,
+    the data set's own camera and person names, and ``sightings``, where a video crop was seen.
     """
 
     features: np.ndarray
@@ -59,6 +86,10 @@ class FeatureSet:
     pids: np.ndarray
     camids: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    cameras: list[str | None] | None = None
+    identities: list[str | None] | None = None
+    sightings: list[Sighting | None] | None = None
+    source: str | None = field(default=None, compare=False)  # the file it was loaded from
 
     def __post_init__(self) -> None:
         self.features = np.ascontiguousarray(self.features, dtype=np.float32)
@@ -75,6 +106,23 @@ class FeatureSet:
                              f"but {', '.join(f'{k} {v}' for k, v in sizes.items())}")
         if not isinstance(self.meta, dict):
             raise TypeError(f"meta must be a dict, got {type(self.meta).__name__}")
+        for name in ("cameras", "identities", "sightings"):
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise ValueError(f"a feature set needs one entry of {name} per feature row: {n} rows "
+                                 f"but {len(column)} {name}")
+
+    def camera_label(self, i: int) -> str:
+        """How image ``i``'s camera is named to people: its own name, else its camera index."""
+        name = self.cameras[i] if self.cameras is not None else None
+        return name if name is not None else str(int(self.camids[i]))
+
+    def identity_label(self, i: int) -> str | None:
+        """How image ``i``'s person is named to people: its own name, else its pid; None if unknown."""
+        name = self.identities[i] if self.identities is not None else None
+        if name is not None:
+            return name
+        return str(int(self.pids[i])) if self.pids[i] >= 0 else None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -85,11 +133,33 @@ class FeatureSet:
         return self.features.shape[1]
 
 
-def check_same_model(query: FeatureSet, gallery: FeatureSet) -> None:
+def check_known_model(fs: FeatureSet, name: str, *, allow_unknown_model: bool = False) -> None:
+    """Refuse features whose ``meta`` does not record the model that made them.
+
+    With ``allow_unknown_model`` they are accepted with an :class:`UnknownModelWarning` instead.
+    """
+    if "model_sha256" in fs.meta:
+        return
+    message = (f"{name} does not record the model that made its features (it was not written by "
+               "`reidkit extract`), so nothing checks that it matches the model or the other features")
+    if not allow_unknown_model:
+        raise UnknownModelError(f"{message}; re-extract it with `reidkit extract`, or pass "
+                                "--allow-unknown-model (allow_unknown_model=True) to use it anyway")
+    warnings.warn(f"{message}; using it anyway (allow_unknown_model)", UnknownModelWarning,
+                  stacklevel=2)
+
+
+def check_same_model(query: FeatureSet, gallery: FeatureSet, *,
+                     allow_unknown_model: bool = False) -> None:
     """Raise ``ValueError`` unless both sets were extracted alike (model file, input size, flip).
 
-    Entries missing from either ``meta`` (features made outside reidkit) are not compared.
+    A set without model metadata (made outside reidkit) raises :class:`UnknownModelError`, or with
+    ``allow_unknown_model`` warns, and its missing entries are not compared.
     """
+    check_known_model(query, query.source or "the query feature set",
+                      allow_unknown_model=allow_unknown_model)
+    check_known_model(gallery, gallery.source or "the gallery feature set",
+                      allow_unknown_model=allow_unknown_model)
     if query.dim != gallery.dim:
         raise ValueError(f"query features are {query.dim}-d but gallery features are "
                          f"{gallery.dim}-d; extract both with the same model")
@@ -101,39 +171,48 @@ def check_same_model(query: FeatureSet, gallery: FeatureSet) -> None:
 
 
 def save_features(path: str | Path, fs: FeatureSet) -> None:
-    """Write ``fs`` to ``path`` (``.safetensors`` or ``.npz``, by suffix), atomically."""
+    """Write ``fs`` to ``path`` (``.safetensors`` or ``.npz``, by suffix), atomically.
+
+    Relative paths in ``fs`` are taken relative to the working directory; see the module docstring.
+    """
     path = Path(path)
     fmt = _format_of(path)
     try:
         meta_text = json.dumps(fs.meta)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"FeatureSet.meta must be JSON-serialisable: {exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    stored_paths = [_portable(p, base) for p in fs.paths]
+    rows_text = json.dumps(_rows_to_json(fs, base), ensure_ascii=False)
     arrays = {"features": fs.features, "pids": fs.pids, "camids": fs.camids}
     if fmt == ".safetensors":
         from safetensors.numpy import save_file
 
-        paths_text = json.dumps(fs.paths, ensure_ascii=False)
-        if len(paths_text.encode()) + len(meta_text.encode()) > _MAX_HEADER_TEXT:
+        paths_text = json.dumps(stored_paths, ensure_ascii=False)
+        if len(paths_text.encode()) + len(meta_text.encode()) + len(rows_text.encode()) > _MAX_HEADER_TEXT:
             raise ValueError(f"{len(fs)} paths are too many for a safetensors header (100 MB at "
                              f"most); save to a .npz file instead")
-        metadata = {"format": FORMAT, "paths": paths_text, "meta": meta_text}
+        metadata = {"format": FORMAT, "paths": paths_text, "meta": meta_text, "rows": rows_text,
+                    "paths_base": _PATHS_BASE}
         atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
     else:
         # np.str_ arrays of a fixed width: loadable with allow_pickle=False, unlike object arrays.
-        paths = np.array(fs.paths, dtype=np.str_) if fs.paths else np.zeros(0, dtype="<U1")
+        paths = np.array(stored_paths, dtype=np.str_) if stored_paths else np.zeros(0, dtype="<U1")
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
-                np.savez(fh, format=np.array(FORMAT), paths=paths, meta=np.array(meta_text), **arrays)
+                np.savez(fh, format=np.array(FORMAT), paths=paths, meta=np.array(meta_text),
+                         rows=np.array(rows_text), paths_base=np.array(_PATHS_BASE), **arrays)
 
         atomic_write(path, write)
 
 
-def load_features(path: str | Path) -> FeatureSet:
-    """Read a feature file written by :func:`save_features`.
+def load_features(path: str | Path, *, check_images: bool = True) -> FeatureSet:
+    """Read a feature file written by :func:`save_features`; its image paths come back absolute.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`FeatureFileError` for a file that
-    is not a reidkit feature file or whose arrays do not fit together.
+    is not a reidkit feature file or whose arrays do not fit together. With ``check_images`` a
+    :class:`MissingImagesWarning` says how many of the images it names are not on disk.
     """
     path = Path(path)
     fmt = _format_of(path)
@@ -142,17 +221,75 @@ def load_features(path: str | Path) -> FeatureSet:
                                 "`reidkit extract`")
     try:
         if fmt == ".safetensors":
-            arrays, paths, meta = _read_safetensors(path)
+            arrays, header = _read_safetensors(path)
         else:
-            arrays, paths, meta = _read_npz(path)
-        return FeatureSet(arrays["features"], paths, arrays["pids"], arrays["camids"], meta)
+            arrays, header = _read_npz(path)
+        paths = json.loads(header["paths"]) if fmt == ".safetensors" else header["paths"]
+        # Old files hold paths relative to the working directory of `extract`: keep those as they are.
+        base = os.path.dirname(os.path.abspath(path)) if header.get("paths_base") == _PATHS_BASE else None
+        paths = [_absolute(p, base) for p in paths]
+        rows = json.loads(header["rows"]) if header.get("rows") else {}
+        fs = FeatureSet(arrays["features"], paths, arrays["pids"], arrays["camids"],
+                        json.loads(header["meta"]), source=str(path), **_rows_from_json(rows, base))
     except FeatureFileError:
         raise
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise FeatureFileError(f"{path} is not a valid reidkit feature file: {exc}") from None
+    if check_images:
+        _warn_missing_images(fs, path)
+    return fs
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+def _portable(p: str, base: str) -> str:
+    """``p`` relative to ``base`` when it lies inside it, else absolute."""
+    full = os.path.abspath(p)
+    return os.path.relpath(full, base) if os.path.commonpath([full, base]) == base else full
+
+
+def _absolute(p: str, base: str | None) -> str:
+    return p if base is None or os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+
+
+def _rows_to_json(fs: FeatureSet, base: str) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    if fs.cameras is not None:
+        rows["cameras"] = fs.cameras
+    if fs.identities is not None:
+        rows["identities"] = fs.identities
+    if fs.sightings is not None:
+        rows["sightings"] = [None if s is None else
+                             [_portable(s.video, base), s.camera, s.frame, s.time, *s.box, s.score,
+                              s.tracklet]
+                             for s in fs.sightings]
+    return rows
+
+
+def _rows_from_json(rows: dict[str, Any], base: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"cameras": rows.get("cameras"), "identities": rows.get("identities")}
+    if rows.get("sightings") is not None:
+        out["sightings"] = [
+            None if r is None else Sighting(video=_absolute(r[0], base), camera=r[1], frame=int(r[2]),
+                                            time=float(r[3]), box=tuple(int(v) for v in r[4:8]),
+                                            score=float(r[8]), tracklet=int(r[9]))
+            for r in rows["sightings"]]
+    return out
+
+
+def _warn_missing_images(fs: FeatureSet, path: Path) -> None:
+    if not fs.paths:
+        return
+    step = max(1, len(fs.paths) // _MAX_PATHS_CHECKED)
+    checked = fs.paths[::step]
+    missing = [p for p in checked if not os.path.isfile(p)]
+    if missing:
+        of = f"{len(checked):,} checked" if step > 1 else f"{len(checked):,}"
+        warnings.warn(
+            f"{len(missing):,} of the {of} images named in {path} are missing (first: {missing[0]}); "
+            "pictures and the search service cannot show them: put the images back where they "
+            "were extracted from, or re-extract the features", MissingImagesWarning, stacklevel=2)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -164,10 +301,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], list[str], dic
             arrays = {key: fh.get_tensor(key) for key in ("features", "pids", "camids")}
     except SafetensorError as exc:
         raise FeatureFileError(f"{path} is not a readable safetensors file: {exc}") from None
-    return arrays, json.loads(header["paths"]), json.loads(header["meta"])
+    return arrays, header
 
 
-def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -177,7 +314,11 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str], dict[str, A
             raise FeatureFileError(f"{path} is an .npz file but not a reidkit feature file; write "
                                    "one with `reidkit extract`")
         arrays = {key: archive[key] for key in ("features", "pids", "camids")}
-        return arrays, archive["paths"].tolist(), json.loads(str(archive["meta"]))
+        header: dict[str, Any] = {"paths": archive["paths"].tolist(), "meta": str(archive["meta"])}
+        for key in ("rows", "paths_base"):
+            if key in archive.files:
+                header[key] = str(archive[key])
+        return arrays, header
 
 
 def _format_of(path: Path) -> str:
@@ -250,5 +391,9 @@ def extract_feature_set(
         "metric": metric,
         "reidkit_version": __version__,
     }
+    sightings = [r.sighting for r in records]
     return FeatureSet(features, [r.path for r in records], np.array([r.pid for r in records]),
-                      np.array([r.camid for r in records]), meta)
+                      np.array([r.camid for r in records]), meta,
+                      cameras=[camera_name(r) for r in records],
+                      identities=[identity_name(r) for r in records],
+                      sightings=sightings if any(s is not None for s in sightings) else None)
