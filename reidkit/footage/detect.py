@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
+from reidkit.footage.video import import_cv2
+
 # COCO's label of a person, used by every torchvision detection model.
 COCO_PERSON = 1
 TORCHVISION_DETECTORS = (
@@ -83,7 +85,7 @@ class HOGDetector:
     name = "hog"
 
     def __init__(self, upscale: float = 1.5, win_stride: int = 8, scale: float = 1.05) -> None:
-        import cv2
+        cv2 = import_cv2()
 
         if not hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector"):
             raise DetectorError(f"this OpenCV ({cv2.__version__}) has no HOG people detector (OpenCV 5 "

@@ -38,7 +38,7 @@ import numpy as np
 from reidkit.data.dataset import Sighting
 from reidkit.data.sidecar import SIDECAR, sighting_row, write_rows
 from reidkit.footage.detect import DetectionFilter, build_detector, filter_detections
-from reidkit.footage.video import VideoInfo, frames, probe
+from reidkit.footage.video import VideoInfo, frames, import_cv2, probe
 
 STATE = "ingest.json"
 DETECTIONS = "detections.csv"
@@ -316,8 +316,11 @@ class _VideoRun:
 
     def __init__(self, out: Path, entry: dict[str, Any], settings: IngestSettings,
                  progress_state: dict[str, Any], state: dict[str, Any], detector: Any) -> None:
-        from trackers import ByteTrackTracker
-
+        try:
+            from trackers import ByteTrackTracker
+        except ImportError:
+            raise ImportError("linking detections into tracklets needs the trackers package, from "
+                              "the 'video' extra: pip install 'reidkit[video]'") from None
         self.out, self.entry, self.settings, self.state = out, entry, settings, state
         self.progress = _Progress(**progress_state)
         self._state_slot = progress_state
@@ -384,8 +387,7 @@ class _VideoRun:
     def process(self, bar: _Bar, stop: _StopFlag, checkpoint_every: int,
                 on_frame: Callable[[int, int], None] | None) -> bool:
         """Run to the end of the video (or ``max_frames``); True when stopped by Ctrl-C."""
-        import cv2
-
+        cv2 = import_cv2()
         s, e, p = self.settings, self.entry, self.progress
         total = e["frame_count"] or None
         if s.max_frames is not None:

@@ -24,14 +24,18 @@ class VideoInfo:
     frame_count: int
 
 
-def _cv2():
-    import cv2
-
+def import_cv2():
+    """The cv2 module, or an ``ImportError`` that says how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("reading video needs OpenCV 4, from the 'video' extra: "
+                          "pip install 'reidkit[video]'") from None
     return cv2
 
 
 def _open(path: str | Path):
-    cv2 = _cv2()
+    cv2 = import_cv2()
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"video {path} does not exist; check the path")
@@ -45,7 +49,7 @@ def _open(path: str | Path):
 
 def probe(path: str | Path) -> VideoInfo:
     """The video's properties; raises :class:`VideoError` unless its first frame decodes."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     cap = _open(path)
     try:
         ok, frame = cap.read()
@@ -87,7 +91,7 @@ def frames(path: str | Path, start: int = 0, stop: int | None = None) -> Iterato
 
 def read_frame(path: str | Path, index: int) -> np.ndarray:
     """Frame ``index`` of the video as a BGR array; :class:`VideoError` if the video is shorter."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     cap = _open(path)
     try:
         # Seek close to the frame, then decode forward to it: seeking alone may land on a keyframe.
