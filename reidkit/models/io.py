@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,10 @@ def atomic_write(path: str | Path, write: Any) -> None:
             break
         except FileExistsError:
             continue
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # 0o666 less the umask, without changing the umask
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)  # writers that recreate the file (safetensors) make it 0600
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -99,10 +99,14 @@ def run_files(out: str | Path) -> list[Path]:
     if not out.is_dir():
         return []
     found = [out / name for name in (*RUN_FILES, *PROTOCOL_FILES) if (out / name).exists()]
-    for split in sorted(out.glob("split[0-9]*")):
-        if split.is_dir() and split.name[5:].isdigit():
-            found += run_files(split)
+    for split in _split_folders(out):
+        found += run_files(split)
     return found
+
+
+def _split_folders(out: Path) -> list[Path]:
+    """The ``split<k>/`` run folders of a multi-split run in ``out``."""
+    return sorted(p for p in out.glob("split[0-9]*") if p.name[5:].isdigit() and p.is_dir())
 
 
 def clear_run(out: str | Path) -> list[Path]:
@@ -117,7 +121,7 @@ def clear_run(out: str | Path) -> list[Path]:
             shutil.rmtree(path)
         else:
             path.unlink()
-    for folder in [out, *out.glob("split[0-9]*")]:
+    for folder in [out, *_split_folders(out)]:
         removed += remove_stale_temporaries(folder, RUN_FILES)
         if folder != out and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -428,7 +432,9 @@ class TrainerBase(ABC):
     def _check_recipe(self, saved: dict[str, Any], source: Path) -> None:
         now = self.cfg.to_dict()
         if isinstance(saved.get("train"), dict):
-            saved["train"]["epochs"] = now["train"]["epochs"]  # extending a finished run is allowed
+            # extending a finished run is allowed, and so is moving its folder
+            for key in ("epochs", "output_dir"):
+                saved["train"][key] = now["train"][key]
         changed = config_diff(saved, now)
         if changed:
             raise ResumeError(f"--resume: the recipe differs from the run in {self.out} ({source.name}): "
