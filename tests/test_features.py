@@ -1,5 +1,8 @@
 import hashlib
 import json
+import os
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -7,13 +10,17 @@ import torch
 from PIL import Image
 
 from reidkit import __version__
-from reidkit.data.dataset import ImageRecord
+from reidkit.data.dataset import ImageRecord, Sighting
 from reidkit.data.transforms import build_transforms
 from reidkit.models import build_model
 from reidkit.models.io import load_model, save_model
 from reidkit.retrieval.features import (
     FeatureFileError,
     FeatureSet,
+    MissingImagesWarning,
+    UnknownModelError,
+    UnknownModelWarning,
+    check_known_model,
     check_same_model,
     extract_feature_set,
     load_features,
@@ -38,7 +45,7 @@ def test_round_trip_is_exact(tmp_path, suffix):
     fs = make_set()
     path = tmp_path / f"gallery{suffix}"
     save_features(path, fs)
-    back = load_features(path)
+    back = load_features(path, check_images=False)  # the images are made up
     assert back.features.dtype == np.float32 and back.pids.dtype == np.int64
     assert back.camids.dtype == np.int64
     np.testing.assert_array_equal(back.features, fs.features)
@@ -115,9 +122,96 @@ def test_check_same_model():
     b.meta["flip"] = False
     with pytest.raises(ValueError, match="flip: True vs False"):
         check_same_model(a, b)
-    c = FeatureSet(np.zeros((1, 3)), ["x"], [0], [0], {})
+    c = FeatureSet(np.zeros((1, 3)), ["x"], [0], [0], dict(a.meta))
     with pytest.raises(ValueError, match="7-d but gallery features are 3-d"):
         check_same_model(a, c)
+
+
+def test_features_without_model_metadata_are_refused_unless_allowed(tmp_path):
+    # Issue 13 item 11: such files were searched with no word about the unchecked model.
+    a = make_set()
+    unknown = FeatureSet(a.features, a.paths, a.pids, a.camids, {"metric": "cosine"})
+    save_features(tmp_path / "other.npz", unknown)
+    loaded = load_features(tmp_path / "other.npz", check_images=False)
+    with pytest.raises(UnknownModelError, match=r"other\.npz does not record the model.*"
+                                                "--allow-unknown-model"):
+        check_same_model(a, loaded)
+    with pytest.warns(UnknownModelWarning, match="using it anyway"):
+        check_same_model(loaded, a, allow_unknown_model=True)
+    with pytest.raises(UnknownModelError, match="the gallery feature set does not record"):
+        check_known_model(unknown, "the gallery feature set")
+
+
+def test_paths_work_from_any_working_directory(tmp_path, monkeypatch):
+    # Issue 13 item 6: paths were stored relative to the working directory of `extract`, so
+    # `visualize` and `serve` found no image when run from another folder.
+    work = tmp_path / "project"
+    (work / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 16)).save(work / "images" / "0001_c1s1_000001_00.jpg")
+    outside = tmp_path / "elsewhere" / "0002_c2.jpg"
+    outside.parent.mkdir()
+    Image.new("RGB", (8, 16)).save(outside)
+    monkeypatch.chdir(work)
+    fs = FeatureSet(np.ones((2, 3)), ["images/0001_c1s1_000001_00.jpg", str(outside)], [1, 2], [0, 1],
+                    {"model_sha256": "0" * 64})
+    save_features(work / "g.safetensors", fs)
+    save_features(work / "g.npz", fs)
+    from safetensors import safe_open
+
+    with safe_open(str(work / "g.safetensors"), framework="np") as fh:
+        stored = json.loads(fh.metadata()["paths"])
+    assert stored == [os.path.join("images", "0001_c1s1_000001_00.jpg"), str(outside)]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for name in ("g.safetensors", "g.npz"):
+        back = load_features(work / name)
+        assert back.paths == [str(work / "images" / "0001_c1s1_000001_00.jpg"), str(outside)]
+        assert all(os.path.isfile(p) for p in back.paths)
+    # The folder with its features and images moves as a whole: the relative paths follow it.
+    moved = tmp_path / "moved"
+    shutil.move(work, moved)
+    back = load_features(moved / "g.npz")
+    assert back.paths[0] == str(moved / "images" / "0001_c1s1_000001_00.jpg")
+    assert os.path.isfile(back.paths[0])
+
+
+def test_missing_images_are_warned_about(tmp_path):
+    fs = make_set()
+    save_features(tmp_path / "g.npz", fs)
+    with pytest.warns(MissingImagesWarning, match=r"5 of the 5 images named in .*g\.npz are missing"
+                                                  r" \(first: /data/"):
+        load_features(tmp_path / "g.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_features(tmp_path / "g.npz", check_images=False)
+
+
+def test_an_old_file_keeps_its_working_directory_paths(tmp_path, monkeypatch):
+    # Files written before paths_base existed: relative paths stay as they were (cwd-relative).
+    fs = make_set()
+    np.savez(tmp_path / "old.npz", format=np.array("reidkit-features/1"),
+             paths=np.array(["a/x.jpg"] * 5), meta=np.array("{}"), features=fs.features,
+             pids=fs.pids, camids=fs.camids)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(MissingImagesWarning, match="first: a/x.jpg"):
+        assert load_features("old.npz").paths == ["a/x.jpg"] * 5
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_names_and_sightings_round_trip(tmp_path, suffix):
+    fs = make_set(3)
+    video = str(tmp_path / "cam1.avi")
+    fs.cameras = ["6", None, "entrance"]
+    fs.identities = ["alice", None, "0007"]
+    fs.sightings = [Sighting(video, "cam1", 12, 1.2, (1, 2, 30, 90), 0.91, 4), None,
+                    Sighting("/videos/b.mp4", "b", 0, 0.0, (0, 0, 5, 10), 0.5, 1)]
+    save_features(tmp_path / f"g{suffix}", fs)
+    back = load_features(tmp_path / f"g{suffix}", check_images=False)
+    assert back.cameras == fs.cameras and back.identities == fs.identities
+    assert back.sightings == fs.sightings
+    assert [back.camera_label(i) for i in range(3)] == ["6", str(fs.camids[1]), "entrance"]
+    assert back.identity_label(0) == "alice"
+    with pytest.raises(ValueError, match="one entry of cameras per feature row: 3 rows but 2"):
+        FeatureSet(fs.features, fs.paths, fs.pids, fs.camids, cameras=["a", "b"])
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +244,17 @@ def reference_features(model_path, records, height, width, flip=False):
         if flip:
             feats = (feats + model(images.flip(-1))) / 2
     return feats.numpy()
+
+
+def test_extract_records_the_data_sets_own_names(model_file, image_records):
+    # Issue 13 item 12: cameras were shown 0-based ("cam 1" for a _c2 file), named people by index.
+    records = [image_records[0]._replace(identity="alice"), image_records[1],
+               image_records[2]._replace(camera="door")]
+    fs = extract_feature_set(model_file, records, num_workers=0, progress=False)
+    assert fs.camids.tolist() == [0, 1, 0]
+    assert fs.cameras == ["1", "2", "door"]  # from _c1 / _c2 in the names, or the record's own
+    assert fs.identities == ["alice", "0", "1"]
+    assert fs.sightings is None
 
 
 def test_extract_feature_set_matches_a_direct_forward(model_file, image_records):
