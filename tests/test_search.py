@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from reidkit.retrieval.features import FeatureSet
-from reidkit.retrieval.search import GalleryIndex
+from reidkit.retrieval.search import (
+    ApproximateIndex,
+    GalleryIndex,
+    build_index_file,
+    index_path_for,
+    load_index_for,
+)
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 needs_faiss = pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed (pip install faiss-cpu)")
@@ -141,3 +147,66 @@ def test_missing_faiss_is_named(monkeypatch, data):
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
         GalleryIndex(data[1], backend="faiss")
     assert GalleryIndex(data[1]).backend == "torch"  # the default never needs faiss
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    """Identities with several views: 60 centres, 40 images each, and queries near 7 centres."""
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((60, 32)).astype(np.float32)
+    gallery = (centres.repeat(40, axis=0) + 0.3 * rng.standard_normal((2400, 32))).astype(np.float32)
+    queries = (centres[:7] + 0.3 * rng.standard_normal((7, 32))).astype(np.float32)
+    return queries, gallery
+
+
+@needs_faiss
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_approximate_search_probing_every_list_is_exact(clustered, metric):
+    queries, gallery = clustered
+    ann = ApproximateIndex.build(gallery, metric, spec="IVF{nlist},Flat", nprobe=64)
+    assert ann.spec == "IVF64,Flat" and ann.num_items == 2400  # 64 lists: about sqrt(2,400)
+    index = GalleryIndex(gallery, metric, approximate=ann, threshold=1000)
+    assert index.mode == "approximate"
+    dist, idx = index.search(queries, 10)
+    exact_dist, exact_idx = GalleryIndex(gallery, metric).search(queries, 10)
+    np.testing.assert_array_equal(idx, exact_idx)
+    np.testing.assert_array_equal(dist, exact_dist)  # re-scored from the vectors, like exact
+
+
+@needs_faiss
+def test_approximate_index_recall_round_trip_and_threshold(tmp_path, clustered):
+    queries, gallery = clustered
+    feature_file = tmp_path / "g.npz"
+    feature_file.write_bytes(b"features")  # only its path and age matter here
+    path = build_index_file(feature_file, gallery, spec="PCA16,IVF{nlist},PQ4x4", nprobe=8,
+                            refine=20)
+    assert path == index_path_for(feature_file) == tmp_path / "g.npz.faiss"
+    ann = load_index_for(feature_file, 2400, 32, "euclidean")
+    assert (ann.spec, ann.nprobe, ann.refine) == ("PCA16,IVF64,PQ4x4", 8, 20)
+    approx = GalleryIndex(gallery, approximate=ann, threshold=2400).search(queries, 10)[1]
+    exact = GalleryIndex(gallery).search(queries, 10)[1]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.9  # a 2-byte code per vector, re-scored exactly
+    assert GalleryIndex(gallery, approximate=ann, threshold=2401).mode == "exact"
+    assert load_index_for(tmp_path / "other.npz", 2400, 32, "euclidean") is None
+    with pytest.raises(ValueError, match="rebuild it"):
+        load_index_for(feature_file, 2399, 32, "euclidean")
+    with pytest.raises(ValueError, match="rebuild it"):
+        GalleryIndex(gallery[:100], approximate=ann)
+    assert ApproximateIndex.load(path).nbytes == ann.nbytes > 0
+
+
+@needs_faiss
+def test_short_candidate_lists_never_return_padding(clustered):
+    queries, gallery = clustered
+    # One probed list of ~40 items cannot fill 10 x 50 candidates: faiss pads with -1.
+    ann = ApproximateIndex.build(gallery, spec="IVF{nlist},Flat", nprobe=1, refine=50)
+    dist, idx = GalleryIndex(gallery, approximate=ann, threshold=0).search(queries, 10)
+    assert np.isfinite(dist).all() and (idx >= 0).all()
+    assert all(len(set(row)) == 10 for row in idx)
+
+
+@needs_faiss
+def test_approximate_index_bad_spec_is_named(clustered):
+    with pytest.raises(ValueError, match="faiss cannot build"):
+        ApproximateIndex.build(clustered[1], spec="NoSuchIndex")

@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour search of query features in a gallery of features.
+"""k-nearest-neighbour search of query features in a gallery of features, exact or approximate.
 
 :class:`GalleryIndex` ranks the whole gallery for every query (no approximation). The default
 backend is PyTorch on the CPU (or the gallery's device): the gallery is scanned in chunks of rows,
@@ -13,12 +13,22 @@ Distances: ``"euclidean"`` is the true L2 distance ``||q - g||`` (not its square
 Both backends select candidates with fast formulas (``|g|^2 - 2 q.g``, dot products) and then
 recompute the returned distances directly from the vectors, so they are exact in float32 (a query
 that is in the gallery is at distance 0) and agree between backends to float32 rounding.
+
+Million-image galleries: an :class:`ApproximateIndex` (faiss; built once from the features, saved
+next to the feature file by :func:`build_index_file`) proposes a shortlist of candidates per query,
+which :class:`GalleryIndex` re-scores exactly from the vectors. It is used for galleries of at
+least ``APPROXIMATE_THRESHOLD`` items; smaller galleries are searched exactly, where the exact scan
+is already fast. Its recall and speed are measured in benchmarks/results/search_approximate.md.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +48,19 @@ _CHUNK_ELEMENTS = 1 << 24
 _QUERY_BLOCK = 4096
 _EPS = 1e-12  # as torch.nn.functional.normalize: zero vectors stay zero
 
+# Galleries of at least this many items are searched through an approximate index when given one.
+APPROXIMATE_THRESHOLD = 100_000
+# The faiss index built by default ({nlist}: inverted lists, about sqrt(N)), its search settings
+# (lists probed, candidates re-scored per wanted result) and the training sample: chosen by
+# measurement, see benchmarks/results/search_approximate.md.
+DEFAULT_SPEC = "PCA256,IVF{nlist},Flat"
+DEFAULT_NPROBE = 32
+DEFAULT_REFINE = 10
+_TRAIN_PER_LIST = 40
+_MIN_TRAIN = 20_000
+_ADD_ROWS = 65_536
+INDEX_FORMAT = "reidkit-ann/1"
+
 
 def import_faiss() -> ModuleType:
     """The faiss module, or an ``ImportError`` that says how to install it."""
@@ -55,6 +78,10 @@ class GalleryIndex:
     and it was the faster of the two in ``benchmarks/results/search.md``. ``chunk_size`` is the
     number of gallery rows scored at once (default: about 16M elements per block of scores or
     chunk of gallery).
+
+    ``approximate``, an :class:`ApproximateIndex` built from these features, is used when the
+    gallery has at least ``threshold`` items: its shortlist of ``refine * k`` candidates per query
+    is re-scored exactly, and ``mode`` says ``"approximate"``; otherwise the search is exact.
     """
 
     def __init__(
@@ -64,6 +91,8 @@ class GalleryIndex:
         backend: Backend = "auto",
         *,
         chunk_size: int | None = None,
+        approximate: ApproximateIndex | None = None,
+        threshold: int = APPROXIMATE_THRESHOLD,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -79,19 +108,26 @@ class GalleryIndex:
         self._gallery = gallery
         self._rows = chunk_size or max(1, _CHUNK_ELEMENTS // max(self.dim, _QUERY_BLOCK))
         self._faiss_index = None
-        if self.backend == "faiss":
+        self._row_term: torch.Tensor | None = None
+        if approximate is not None:
+            approximate.check_fits(len(self), self.dim, metric)
+        self._approximate = approximate if approximate is not None and len(self) >= threshold else None
+        if self._approximate is None and self.backend == "faiss":
             self._faiss_index = self._build_faiss()
-        else:
-            # Per-row constants, computed once: |g|^2 (euclidean) or 1 / |g| (cosine).
-            norms = torch.cat([self._chunk(s).square().sum(dim=1) for s in self._starts()])
-            self._row_term = norms if metric == "euclidean" else 1.0 / norms.sqrt().clamp(min=_EPS)
+
+    @property
+    def mode(self) -> str:
+        """``"approximate"`` when searches go through the approximate index, else ``"exact"``."""
+        return "exact" if self._approximate is None else "approximate"
 
     @classmethod
     def from_feature_set(cls, fs: FeatureSet, metric: Metric | None = None,
-                         backend: Backend = "auto", *, chunk_size: int | None = None) -> GalleryIndex:
+                         backend: Backend = "auto", *, chunk_size: int | None = None,
+                         approximate: ApproximateIndex | None = None,
+                         threshold: int = APPROXIMATE_THRESHOLD) -> GalleryIndex:
         """Index ``fs.features``; ``metric`` defaults to the one recorded in ``fs.meta``."""
         return cls(fs.features, metric or fs.meta.get("metric", "euclidean"), backend,
-                   chunk_size=chunk_size)
+                   chunk_size=chunk_size, approximate=approximate, threshold=threshold)
 
     def __len__(self) -> int:
         return self._gallery.shape[0]
@@ -122,9 +158,12 @@ class GalleryIndex:
         dist_parts, index_parts = [], []
         for start in range(0, q.shape[0], _QUERY_BLOCK):
             block = q[start:start + _QUERY_BLOCK]
-            candidates = self._faiss_candidates(block, k) if self._faiss_index is not None \
-                else self._torch_candidates(block, k)
-            distances, indices = self._exact(block, candidates)
+            if self._approximate is not None:
+                distances, indices = self._approximate_search(block, k)
+            else:
+                candidates = self._faiss_candidates(block, k) if self._faiss_index is not None \
+                    else self._torch_candidates(block, k)
+                distances, indices = self._exact(block, candidates)
             dist_parts.append(distances)
             index_parts.append(indices)
         return (torch.cat(dist_parts).cpu().numpy().astype(np.float32, copy=False),
@@ -135,7 +174,17 @@ class GalleryIndex:
         return range(0, len(self), self._rows)
 
     def _chunk(self, start: int) -> torch.Tensor:
-        return self._gallery[start:start + self._rows].float()
+        rows = self._gallery[start:start + self._rows]
+        if rows.dtype == torch.float16 and rows.device.type == "cpu":
+            return torch.from_numpy(rows.numpy().astype(np.float32))  # numpy converts ~4x faster
+        return rows.float()
+
+    def _row_terms(self) -> torch.Tensor:
+        """Per-row constants, computed on first use: |g|^2 (euclidean) or 1 / |g| (cosine)."""
+        if self._row_term is None:
+            norms = torch.cat([self._chunk(s).square().sum(dim=1) for s in self._starts()])
+            self._row_term = norms if self.metric == "euclidean" else 1.0 / norms.sqrt().clamp(min=_EPS)
+        return self._row_term
 
     def _torch_candidates(self, q: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (Q, k) of the k best gallery rows per query, by a monotone score."""
@@ -143,9 +192,10 @@ class GalleryIndex:
             q = q / q.norm(dim=1, keepdim=True).clamp(min=_EPS)
         best_score = q.new_empty((q.shape[0], 0))
         best_index = torch.empty((q.shape[0], 0), dtype=torch.int64, device=q.device)
+        row_terms = self._row_terms()
         for start in self._starts():
             chunk = self._chunk(start)
-            term = self._row_term[start:start + len(chunk)]
+            term = row_terms[start:start + len(chunk)]
             if self.metric == "euclidean":  # |q - g|^2 - |q|^2, the same ranking
                 score = torch.addmm(term, q, chunk.T, alpha=-2.0)
             else:  # -cos(q, g)
@@ -176,11 +226,23 @@ class GalleryIndex:
         _, index = self._faiss_index.search(queries, k)
         return torch.from_numpy(index).to(self._gallery.device)
 
+    # ------------------------------------------------------------------------------ approximate
+    def _approximate_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best of the approximate index's shortlist, re-scored exactly."""
+        wanted = min(len(self), k * self._approximate.refine)
+        candidates = torch.from_numpy(self._approximate.candidates(q.cpu().numpy(), wanted))
+        missing = candidates < 0  # faiss pads with -1 when the probed lists hold too few items
+        distances, indices = self._exact(q, candidates.clamp(min=0).to(self._gallery.device),
+                                         missing.to(self._gallery.device))
+        return distances[:, :k], indices[:, :k]
+
     # ------------------------------------------------------------------------------------ exact
-    def _exact(self, q: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distances recomputed from the vectors for candidate ``index`` (Q, k), then sorted."""
+    def _exact(self, q: torch.Tensor, index: torch.Tensor, missing: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances recomputed from the vectors for candidate ``index`` (Q, k), then sorted;
+        ``missing`` candidates go last."""
         # Sort by index first, so that the stable sort by distance leaves ties in gallery order.
-        index = index.sort(dim=1).values
+        index, index_order = index.sort(dim=1)
         step = max(1, _CHUNK_ELEMENTS // (index.shape[1] * self.dim))  # bounds the (q, k, D) gather
         parts = []
         for start in range(0, len(q), step):
@@ -192,8 +254,177 @@ class GalleryIndex:
                 q_unit = qs / qs.norm(dim=1, keepdim=True).clamp(min=_EPS)
                 rows_unit = rows / rows.norm(dim=2, keepdim=True).clamp(min=_EPS)
                 parts.append(1.0 - (rows_unit @ q_unit[:, :, None]).squeeze(2))
-        dist, order = torch.cat(parts).sort(dim=1, stable=True)
+        dist = torch.cat(parts)
+        if missing is not None:
+            # Sorted along with the indices above; a missing slot is +inf, and so never returned
+            # before a real candidate.
+            dist = dist.masked_fill(missing.gather(1, index_order), float("inf"))
+        dist, order = dist.sort(dim=1, stable=True)
         return dist, index.gather(1, order)
+
+
+class ApproximateIndex:
+    """A faiss index over gallery features (N, D) that proposes candidates for exact re-scoring.
+
+    Built with :meth:`build` from an array or a memory map (trained on a sample, filled chunk by
+    chunk, so the gallery is never copied whole); ``spec`` is a faiss ``index_factory`` string
+    where ``{nlist}`` stands for about sqrt(N) inverted lists. Cosine galleries are indexed as unit
+    vectors. ``nprobe`` (lists searched per query) and ``refine`` (candidates per wanted result)
+    trade speed for recall; both are saved with the index.
+    """
+
+    def __init__(self, index: Any, metric: Metric, num_items: int, dim: int, *, spec: str,
+                 nprobe: int = DEFAULT_NPROBE, refine: int = DEFAULT_REFINE) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if nprobe < 1 or refine < 1:
+            raise ValueError(f"nprobe and refine must be at least 1, got {nprobe} and {refine}")
+        self.index, self.metric, self.num_items, self.dim, self.spec = index, metric, num_items, dim, spec
+        self.refine = refine
+        self.nprobe = nprobe
+
+    @property
+    def nprobe(self) -> int:
+        """Inverted lists (IVF) or graph candidates (HNSW efSearch) visited per query."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        faiss = import_faiss()
+        space = faiss.ParameterSpace()
+        for name in ("nprobe", "efSearch"):
+            try:
+                space.set_index_parameter(self.index, name, int(value))
+            except RuntimeError:  # the index has no such parameter (IVF vs HNSW)
+                continue
+        self._nprobe = int(value)
+
+    @classmethod
+    def build(
+        cls,
+        features: np.ndarray | torch.Tensor,
+        metric: Metric = "euclidean",
+        *,
+        spec: str = DEFAULT_SPEC,
+        nprobe: int = DEFAULT_NPROBE,
+        refine: int = DEFAULT_REFINE,
+        train_size: int | None = None,
+        seed: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> ApproximateIndex:
+        """Train an index on a random sample of ``features`` and add all of them in chunks.
+
+        ``train_size`` defaults to 40 vectors per inverted list (at least 20,000, at most N);
+        a PCA step in ``spec`` larger than D is dropped. ``progress`` is called with the rows
+        added after each chunk.
+        """
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        faiss = import_faiss()
+        gallery = _gallery_tensor(features)
+        num, dim = gallery.shape
+        nlist = max(1, 2 ** round(math.log2(math.sqrt(num))))
+        steps = [step for step in spec.format(nlist=nlist).split(",")
+                 if not (step.startswith("PCA") and step[3:].split("R")[0].isdigit()
+                         and int(step[3:].split("R")[0]) >= dim)]
+        factory = ",".join(steps)
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
+        except RuntimeError as exc:
+            raise ValueError(f"faiss cannot build index {factory!r}: {exc}") from None
+        size = min(num, train_size or max(_MIN_TRAIN, _TRAIN_PER_LIST * nlist))
+        sample = np.sort(np.random.default_rng(seed).choice(num, size=size, replace=False))
+        index.train(_as_faiss_rows(gallery[torch.from_numpy(sample)], metric))
+        for start in range(0, num, _ADD_ROWS):
+            rows = gallery[start:start + _ADD_ROWS]
+            index.add(_as_faiss_rows(rows, metric))
+            if progress is not None:
+                progress(len(rows))
+        return cls(index, metric, num, dim, spec=factory, nprobe=nprobe, refine=refine)
+
+    def candidates(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Indices (Q, k) of each query's approximate nearest items; -1 pads short lists."""
+        _, index = self.index.search(_as_faiss_rows(torch.from_numpy(np.asarray(queries)),
+                                                    self.metric), k)
+        return index
+
+    def check_fits(self, num_items: int, dim: int, metric: str) -> None:
+        """Raise ``ValueError`` unless this index was built from a gallery of that shape and metric."""
+        if (num_items, dim, metric) != (self.num_items, self.dim, self.metric):
+            raise ValueError(f"the approximate index was built for {self.num_items:,} x {self.dim} "
+                             f"{self.metric} features, not {num_items:,} x {dim} {metric}; rebuild "
+                             "it from this gallery (reidkit index)")
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the serialised index in bytes."""
+        return int(import_faiss().serialize_index(self.index).size)
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to ``path`` and its settings to ``path`` + ``.json``."""
+        faiss = import_faiss()
+        path = Path(path)
+        faiss.write_index(self.index, str(path))
+        Path(f"{path}.json").write_text(json.dumps(
+            {"format": INDEX_FORMAT, "metric": self.metric, "num_items": self.num_items,
+             "dim": self.dim, "spec": self.spec, "nprobe": self.nprobe, "refine": self.refine}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ApproximateIndex:
+        """Read an index written by :meth:`save`."""
+        faiss = import_faiss()
+        path, settings_path = Path(path), Path(f"{path}.json")
+        if not path.is_file() or not settings_path.is_file():
+            raise FileNotFoundError(f"approximate index {path} (with {settings_path.name}) not found; "
+                                    "build it with `reidkit index`")
+        settings = json.loads(settings_path.read_text())
+        if settings.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{settings_path} is not a reidkit approximate-index file")
+        return cls(faiss.read_index(str(path)), settings["metric"], settings["num_items"],
+                   settings["dim"], spec=settings["spec"], nprobe=settings["nprobe"],
+                   refine=settings["refine"])
+
+
+def index_path_for(feature_path: str | Path) -> Path:
+    """Where the approximate index of a feature file lives: next to it, ``<name>.faiss``."""
+    feature_path = Path(feature_path)
+    return feature_path.with_name(feature_path.name + ".faiss")
+
+
+def build_index_file(feature_path: str | Path, features: np.ndarray | torch.Tensor,
+                     metric: Metric = "euclidean", **options: Any) -> Path:
+    """Build an :class:`ApproximateIndex` of ``features`` (read from ``feature_path``) and save it
+    next to that file; ``options`` go to :meth:`ApproximateIndex.build`. Returns its path."""
+    path = index_path_for(feature_path)
+    ApproximateIndex.build(features, metric, **options).save(path)
+    return path
+
+
+def load_index_for(feature_path: str | Path, num_items: int, dim: int,
+                   metric: str) -> ApproximateIndex | None:
+    """The approximate index saved next to ``feature_path``, or None when there is none.
+
+    An index older than the feature file, or built from another gallery, raises ``ValueError``.
+    """
+    feature_path = Path(feature_path)
+    path = index_path_for(feature_path)
+    if not path.is_file():
+        return None
+    if path.stat().st_mtime_ns < feature_path.stat().st_mtime_ns:
+        raise ValueError(f"{path} is older than {feature_path}; rebuild it (reidkit index)")
+    index = ApproximateIndex.load(path)
+    index.check_fits(num_items, dim, metric)
+    return index
+
+
+def _as_faiss_rows(rows: torch.Tensor, metric: str) -> np.ndarray:
+    """``rows`` as a C-contiguous float32 array for faiss; for cosine, unit rows in a copy."""
+    array = rows.detach().cpu().numpy()
+    if metric == "cosine":
+        array = np.array(array, dtype=np.float32, order="C")  # normalised in place below
+        import_faiss().normalize_L2(array)
+        return array
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _gallery_tensor(features: np.ndarray | torch.Tensor) -> torch.Tensor:
