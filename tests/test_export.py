@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from reidkit.errors import ReidkitError
 from reidkit.export import ExportParityError, check_onnx_parity, export_onnx
 from reidkit.models import build_model
 from reidkit.models.io import save_model
@@ -104,8 +105,11 @@ def test_export_raises_on_parity_failure(pyramid, pyramid_onnx, tmp_path, monkey
     monkeypatch.setattr(export.torch.onnx, "export", lambda *a, **k: Program())
     torch.manual_seed(1)
     other = build_model("pyramid", num_classes=5, backbone="resnet18", num_stripes=3)
-    with pytest.raises(ExportParityError, match="tolerance 0.0001"):
-        export_onnx(other, tmp_path / "bad.onnx", input_size=PYRAMID_SIZE)
+    stages = []
+    with pytest.raises(ExportParityError, match=r"export to .*bad.onnx \(not written\).*tolerance 0.0001"):
+        export_onnx(other, tmp_path / "bad.onnx", input_size=PYRAMID_SIZE, on_stage=stages.append)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary stays
+    assert [s.split()[0] for s in stages] == ["exporting", "checking"]
     assert other.training  # the caller's mode is restored
     report = export_onnx(other, tmp_path / "unchecked.onnx", input_size=PYRAMID_SIZE, check=False)
     assert report.max_abs_diff is None and report.batch_sizes == ()
@@ -148,4 +152,7 @@ def test_wrong_parts_and_sizes_are_refused(pyramid, mtdnet, tmp_path):
     rnk = MTDNet(trunk="caffenet", input_size=MTD_SIZE, variant="rnk")
     with pytest.raises(ValueError, match="no verification head; export part 'rank'"):
         export_onnx(rnk, tmp_path / "x.onnx", part="verify")
+    for atol in (-1.0, float("nan")):
+        with pytest.raises(ReidkitError, match="a number >= 0"):
+            export_onnx(pyramid, tmp_path / "x.onnx", input_size=PYRAMID_SIZE, atol=atol)
     assert list(tmp_path.iterdir()) == []
