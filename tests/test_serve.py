@@ -24,6 +24,8 @@ from reidkit.models import build_model  # noqa: E402
 from reidkit.models.io import CheckpointError, save_model  # noqa: E402
 from reidkit.retrieval.features import (  # noqa: E402
     FeatureSet,
+    UnknownModelError,
+    UnknownModelWarning,
     extract_feature_set,
     load_features,
     save_features,
@@ -146,7 +148,9 @@ def test_search_with_a_stored_query(client: TestClient, sets: dict[str, FeatureS
     qid = len(query.paths) - 1
     dist, order = reference_ranking(query.features[qid], gallery.features)
     body = client.post(f"/search/query/{qid}", params={"k": 3}).json()
-    assert body["query"] == {"id": qid, "pid": int(query.pids[qid]), "camid": int(query.camids[qid])}
+    assert body["query"] == {"id": qid, "pid": int(query.pids[qid]), "camid": int(query.camids[qid]),
+                             "camera": str(int(query.camids[qid]) + 1),
+                             "identity": str(int(query.pids[qid])), "sighting": None}
     assert [r["id"] for r in body["results"]] == order[:3].tolist()
     np.testing.assert_allclose([r["distance"] for r in body["results"]], dist[order[:3]],
                                rtol=1e-4, atol=1e-4)
@@ -273,6 +277,7 @@ def test_without_a_query_set(files: dict[str, Path], sets: dict[str, FeatureSet]
     assert len(upload(client, Path(sets["gallery"].paths[0]).read_bytes()).json()["results"]) == 10
 
 
+@pytest.mark.filterwarnings("ignore::reidkit.retrieval.features.UnknownModelWarning")
 def test_start_up_errors_name_the_fix(files: dict[str, Path], sets: dict[str, FeatureSet],
                                       tmp_path: Path) -> None:
     g, q = sets["gallery"], sets["query"]
@@ -293,14 +298,14 @@ def test_start_up_errors_name_the_fix(files: dict[str, Path], sets: dict[str, Fe
     with pytest.raises(ValueError, match="extracted with another model file"):
         create_app(other, files["gallery"], input_size=(HEIGHT, WIDTH))
     with pytest.raises(ValueError, match="extract the gallery with this checkpoint"):
-        create_app(other, features("g.npz", g), input_size=(HEIGHT, WIDTH))
+        create_app(other, features("g.npz", g), input_size=(HEIGHT, WIDTH), allow_unknown_model=True)
     pyramid = build_model("pyramid", num_classes=5, backbone="resnet18", num_stripes=3)
     save_model(other, pyramid, {"input_size": [128, 64]})
     with pytest.raises(ValueError, match="disagree on the input size"):
-        create_app(other, features("g.npz", g, input_size=[HEIGHT, WIDTH]))
+        create_app(other, features("g.npz", g, input_size=[HEIGHT, WIDTH]), allow_unknown_model=True)
     save_model(other, pyramid)
     with pytest.raises(ValueError, match=r"pass input_size=\(height, width\)"):
-        create_app(other, features("g.npz", g))
+        create_app(other, features("g.npz", g), allow_unknown_model=True)
 
 
 def test_an_internal_failure_is_a_json_500_and_the_service_recovers(
@@ -317,3 +322,59 @@ def test_an_internal_failure_is_a_json_500_and_the_service_recovers(
     assert response.json() == {"detail": "the server failed to answer this request; see its log"}
     monkeypatch.undo()
     valid_upload(client, sets)
+
+
+def test_features_without_model_metadata_are_refused(files: dict[str, Path], sets: dict[str, FeatureSet],
+                                                     tmp_path: Path) -> None:
+    # Issue 13 item 11: such a gallery was served with no word about its unchecked model.
+    g = sets["gallery"]
+    save_features(tmp_path / "g.npz", FeatureSet(g.features, g.paths, g.pids, g.camids, {}))
+    with pytest.raises(UnknownModelError, match=r"g\.npz does not record the model.*--allow-unknown-model"):
+        create_app(files["checkpoint"], tmp_path / "g.npz")
+    with pytest.warns(UnknownModelWarning):
+        app = create_app(files["checkpoint"], tmp_path / "g.npz", allow_unknown_model=True)
+    assert TestClient(app).get("/health").json()["gallery_size"] == len(g)
+
+
+def test_cameras_and_people_carry_the_data_sets_names(client: TestClient,
+                                                      sets: dict[str, FeatureSet]) -> None:
+    # Issue 13 item 12: the service said "camera 2" for a _c3 file (0-based camid).
+    gallery = sets["gallery"]
+    results = upload(client, Path(gallery.paths[0]).read_bytes(), k=len(gallery)).json()["results"]
+    for r in results:
+        name = Path(gallery.paths[r["id"]]).name  # like 0006_c3s1_000123_00.jpg
+        assert r["camera"] == name.split("_")[1][1] == str(r["camid"] + 1)
+        assert r["identity"] == str(int(name.split("_")[0])) == str(r["pid"])
+    assert client.get("/health").json()["cameras"] == sorted({r["camera"] for r in results})
+    listed = client.get("/queries").json()["queries"]
+    assert all(q["camera"] == str(q["camid"] + 1) for q in listed)
+
+
+def test_camera_filter(client: TestClient, sets: dict[str, FeatureSet]) -> None:
+    gallery = sets["gallery"]
+    cameras = client.get("/health").json()["cameras"]
+    wanted = cameras[:2]
+    response = client.post("/search/query/0", params={"k": len(gallery), "camera": wanted})
+    results = response.json()["results"]
+    expected = [i for i in range(len(gallery)) if gallery.camera_label(i) in wanted]
+    assert sorted(r["id"] for r in results) == expected
+    _, order = reference_ranking(sets["query"].features[0], gallery.features[expected])
+    assert [r["id"] for r in results] == [expected[i] for i in order]
+    bad = client.post("/search/query/0", params={"camera": "c99"})
+    assert bad.status_code == 422 and "no gallery camera is named c99" in bad.json()["detail"]
+    no_time = client.post("/search/query/0", params={"time_from": 1})
+    assert no_time.status_code == 422 and "no crops from video" in no_time.json()["detail"]
+    assert client.get("/gallery/0/frame").status_code == 404
+
+
+def test_favicon_and_offline_docs(client: TestClient) -> None:
+    # Issue 13 item 14: /favicon.ico was a 404 and /docs loaded Swagger UI from a CDN.
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.text.lower() and "http://" not in docs.text and "https://" not in docs.text
+    for asset in ("/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"):
+        assert asset in docs.text
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 10_000

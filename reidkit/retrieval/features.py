@@ -39,7 +39,7 @@ from reidkit.data.loader import build_test_loader
 from reidkit.data.transforms import build_transforms
 from reidkit.models.inference import extract_features
 from reidkit.models.io import atomic_write, load_model, read_model_meta
-from reidkit.retrieval.search import METRICS
+from reidkit.retrieval.search import METRICS, GalleryIndex
 
 FORMAT = "reidkit-features/1"
 SUFFIXES = (".safetensors", ".npz")
@@ -112,6 +112,38 @@ class FeatureSet:
                 raise ValueError(f"a feature set needs one entry of {name} per feature row: {n} rows "
                                  f"but {len(column)} {name}")
 
+    def select(self, cameras: Sequence[str] | None = None, time_from: float | None = None,
+               time_to: float | None = None) -> np.ndarray | None:
+        """Boolean mask of the images seen by one of ``cameras`` (names, as :meth:`camera_label`
+        gives them) within [``time_from``, ``time_to``] seconds; None when nothing is filtered.
+
+        A time bound keeps only images with a sighting (crops from video).
+        """
+        if not cameras and time_from is None and time_to is None:
+            return None
+        mask = np.ones(len(self), dtype=bool)
+        if cameras:
+            wanted = set(cameras)
+            mask &= np.array([self.camera_label(i) in wanted for i in range(len(self))], dtype=bool)
+        if time_from is not None or time_to is not None:
+            times = np.array([np.nan if self.sightings is None or self.sightings[i] is None
+                              else self.sightings[i].time for i in range(len(self))])
+            with np.errstate(invalid="ignore"):
+                mask &= ~np.isnan(times)
+                if time_from is not None:
+                    mask &= times >= time_from
+                if time_to is not None:
+                    mask &= times <= time_to
+        return mask
+
+    def records(self) -> list[ImageRecord]:
+        """The images as records, with their names and sightings."""
+        return [ImageRecord(p, int(pid), int(cam),
+                            self.cameras[i] if self.cameras is not None else None,
+                            self.identities[i] if self.identities is not None else None,
+                            self.sightings[i] if self.sightings is not None else None)
+                for i, (p, pid, cam) in enumerate(zip(self.paths, self.pids, self.camids, strict=True))]
+
     def camera_label(self, i: int) -> str:
         """How image ``i``'s camera is named to people: its own name, else its camera index."""
         name = self.cameras[i] if self.cameras is not None else None
@@ -131,6 +163,23 @@ class FeatureSet:
     def dim(self) -> int:
         """The feature dimension D."""
         return self.features.shape[1]
+
+
+def search_subset(index: GalleryIndex, gallery: FeatureSet, queries: np.ndarray, k: int,
+                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(queries, k)`` restricted to the gallery rows where ``mask`` is True.
+
+    Returns (distances, gallery indices) of shape (Q, min(k, rows kept)), nearest first.
+    """
+    if mask is None:
+        return index.search(queries, k)
+    rows = np.flatnonzero(mask)
+    q = np.atleast_2d(queries)
+    if len(rows) == 0:
+        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    subset = GalleryIndex(gallery.features[rows], index.metric)
+    distances, indices = subset.search(q, min(k, len(rows)))
+    return distances, rows[indices]
 
 
 def check_known_model(fs: FeatureSet, name: str, *, allow_unknown_model: bool = False) -> None:

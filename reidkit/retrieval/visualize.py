@@ -8,9 +8,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from reidkit.data.dataset import ImageRecord
+from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
 
 GREEN, RED, GREY = (40, 167, 69), (220, 53, 69), (160, 160, 160)
+
+
+def caption(record: ImageRecord) -> str:
+    """Camera and person as the data set names them, and where a video crop was seen."""
+    cam = camera_name(record) or str(record.camid)
+    person = identity_name(record)
+    lines = [f"cam {cam}" + (f" id {person}" if person is not None else "")]
+    if record.sighting is not None:
+        lines.append(f"{record.sighting.time:.1f}s f{record.sighting.frame}")
+    return "\n".join(lines)
 
 
 def ranked_list_image(
@@ -23,17 +33,20 @@ def ranked_list_image(
 ) -> Image.Image:
     """The query, then the ranked gallery images with rank, distance and camera under each.
 
-    With ``labelled`` a match (same pid) gets a green border and a non-match a red one.
+    With ``labelled`` a match (same pid) gets a green border and a non-match a red one. Cameras
+    and people carry the data set's own names (:func:`caption`).
     """
     width, height = cell
-    border, caption, gap = 4, 30, 12
-    tile_w, tile_h = width + 2 * border, height + 2 * border + caption
+    records = [query, *ranked]
+    lines = 1 + max(caption(r).count("\n") + 1 for r in records)
+    border, text_h, gap = 4, 4 + 12 * lines, 12
+    tile_w, tile_h = width + 2 * border, height + 2 * border + text_h
     canvas = Image.new("RGB", (tile_w * (len(ranked) + 1) + gap, tile_h), "white")
     draw = ImageDraw.Draw(canvas)
-    tiles = [(query, GREY, f"query\ncam {query.camid}")]
+    tiles = [(query, GREY, f"query\n{caption(query)}")]
     for rank, (record, dist) in enumerate(zip(ranked, distances, strict=True), start=1):
         color = (GREEN if record.pid == query.pid else RED) if labelled else GREY
-        tiles.append((record, color, f"#{rank} d={dist:.2f}\ncam {record.camid}"))
+        tiles.append((record, color, f"#{rank} d={dist:.2f}\n{caption(record)}"))
     for i, (record, color, text) in enumerate(tiles):
         x = i * tile_w + (gap if i else 0)
         picture = _thumbnail(record.path, (width, height))
@@ -80,6 +93,21 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, max_rank: int = 20
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def frame_picture(sighting: Sighting, *, color: tuple[int, int, int] = GREEN) -> Image.Image:
+    """The video frame a crop was cut from, with its box drawn and camera, time and frame written."""
+    from reidkit.footage.video import read_frame
+
+    frame = Image.fromarray(read_frame(sighting.video, sighting.frame)[:, :, ::-1])
+    draw = ImageDraw.Draw(frame)
+    x1, y1, x2, y2 = sighting.box
+    draw.rectangle((x1 - 1, y1 - 1, x2, y2), outline=color, width=3)
+    label = f"camera {sighting.camera}  {sighting.time:.1f} s  frame {sighting.frame}"
+    left, top, right, bottom = draw.textbbox((0, 0), label)
+    draw.rectangle((0, 0, right - left + 8, bottom - top + 8), fill=(0, 0, 0))
+    draw.text((4 - left, 4 - top), label, fill=(255, 255, 255))
+    return frame
 
 
 def _thumbnail(path: str, size: tuple[int, int]) -> Image.Image:

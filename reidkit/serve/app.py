@@ -3,6 +3,9 @@
 Images are only ever served by integer index into the feature sets given at start-up; no path from
 a request reaches the file system. Uploads are bounded in bytes (before parsing) and in decoded
 pixels, decoded from a short list of formats, and model forwards run one at a time under a lock.
+Cameras and people are named as the data set names them; crops ingested from video also say where
+and when they were seen, and their frame is served with the box drawn. ``/docs`` serves Swagger UI
+from local files (the fastapi-offline package), so it works offline.
 """
 
 import io
@@ -15,12 +18,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reidkit.data.transforms import build_transforms
 from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model, read_model_meta
-from reidkit.retrieval.features import FeatureSet, check_same_model, file_sha256, load_features
+from reidkit.retrieval.features import (
+    FeatureSet,
+    check_known_model,
+    check_same_model,
+    file_sha256,
+    load_features,
+    search_subset,
+)
 from reidkit.retrieval.search import GalleryIndex
 
 logger = logging.getLogger(__name__)
@@ -60,6 +71,21 @@ class Health(BaseModel):
     max_k: int
     k_default: int
     max_upload_bytes: int
+    cameras: list[str]  # the gallery's camera names, for the camera filter
+    footage: bool  # the gallery holds crops from video (time filter, frames)
+    time_range: tuple[float, float] | None  # earliest and latest sighting, seconds
+
+
+class SightingInfo(BaseModel):
+    """Where and when a crop from video was seen."""
+
+    video: str  # the video's file name
+    camera: str
+    frame: int
+    time: float
+    box: tuple[int, int, int, int]
+    score: float
+    tracklet: int
 
 
 class SearchResult(BaseModel):
@@ -68,12 +94,18 @@ class SearchResult(BaseModel):
     distance: float
     pid: int
     camid: int
+    camera: str  # the data set's own camera name (camid is reidkit's 0-based index)
+    identity: str | None  # the data set's own person name; None when unknown
+    sighting: SightingInfo | None = None
 
 
 class QueryItem(BaseModel):
     id: int
     pid: int
     camid: int
+    camera: str
+    identity: str | None
+    sighting: SightingInfo | None = None
 
 
 class SearchResponse(BaseModel):
@@ -134,13 +166,22 @@ class SearchEngine:
         """The (1, D) feature of an RGB image, computed as the gallery's were."""
         return self._embed(self.transform(image).unsqueeze(0))
 
-    def search(self, feature: np.ndarray, k: int) -> list[SearchResult]:
-        """The ``k`` nearest gallery items to one (1, D) feature, nearest first."""
-        distances, indices = self.index.search(feature, k)
+    def search(self, feature: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[SearchResult]:
+        """The ``k`` nearest gallery items to one (1, D) feature, nearest first, among ``mask``."""
+        distances, indices = search_subset(self.index, self.gallery, feature, k, mask)
         g = self.gallery
-        return [SearchResult(id=int(i), path=str(g.paths[i]), distance=float(d),
-                             pid=int(g.pids[i]), camid=int(g.camids[i]))
+        return [SearchResult(id=int(i), path=str(g.paths[i]), distance=float(d), **_describe(g, int(i)))
                 for d, i in zip(np.asarray(distances)[0], np.asarray(indices)[0], strict=True)]
+
+
+def _describe(fs: FeatureSet, i: int) -> dict[str, Any]:
+    """pid, camid, names and sighting of image ``i``, as the response models hold them."""
+    s = fs.sightings[i] if fs.sightings is not None else None
+    sighting = None if s is None else SightingInfo(
+        video=Path(s.video).name, camera=s.camera, frame=s.frame, time=s.time, box=s.box,
+        score=s.score, tracklet=s.tracklet)
+    return {"pid": int(fs.pids[i]), "camid": int(fs.camids[i]), "camera": fs.camera_label(i),
+            "identity": fs.identity_label(i), "sighting": sighting}
 
 
 def _resolve_input_size(explicit: Sequence[int] | None, extra: dict[str, Any],
@@ -256,6 +297,27 @@ def _check_id(fs: FeatureSet, image_id: int, name: str) -> None:
                                  f"{len(fs.paths)} images (ids 0 to {len(fs.paths) - 1})")
 
 
+def _frame_response(fs: FeatureSet, image_id: int) -> Response:
+    """The video frame of gallery image ``image_id`` with its box drawn, as a JPEG."""
+    from reidkit.retrieval.visualize import frame_picture
+
+    _check_id(fs, image_id, "gallery")
+    sighting = fs.sightings[image_id] if fs.sightings is not None else None
+    if sighting is None:
+        raise HTTPException(404, f"gallery image {image_id} was not cut from a video; only crops "
+                                 "ingested with `reidkit ingest` have a frame")
+    try:
+        picture = frame_picture(sighting)
+    except (ValueError, ImportError) as exc:  # VideoError: the video is gone or damaged
+        logger.warning("no frame for gallery image %d: %s", image_id, exc)
+        raise HTTPException(404, f"the video frame of gallery image {image_id} cannot be read on "
+                                 "the server") from None
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=90)
+    return Response(buffer.getvalue(), media_type="image/jpeg",
+                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+
+
 def _image_response(fs: FeatureSet, image_id: int, name: str) -> FileResponse:
     _check_id(fs, image_id, name)
     path = Path(fs.paths[image_id])
@@ -274,30 +336,40 @@ def create_app(
     k_default: int = 10,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     input_size: Sequence[int] | None = None,
+    allow_unknown_model: bool = False,
 ) -> FastAPI:
     """The search service for a model file and a gallery feature file (from ``reidkit extract``).
 
     ``query_features`` adds a query set to pick queries from. ``input_size`` (height, width)
     overrides the size recorded in the checkpoint or the feature files. ``k`` ranges from 1 to
-    the gallery size (at most ``MAX_K``) and defaults to ``k_default``.
+    the gallery size (at most ``MAX_K``) and defaults to ``k_default``. Feature files that do not
+    record their model are refused unless ``allow_unknown_model`` (then a warning is logged).
     """
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
     gallery = load_features(gallery_features)
+    check_known_model(gallery, str(gallery_features), allow_unknown_model=allow_unknown_model)
     k_max = min(MAX_K, len(gallery.paths))
     if not 1 <= k_default <= k_max:
         raise ValueError(f"k_default must be between 1 and {k_max} (gallery size {len(gallery.paths)}"
                          f", at most {MAX_K}), got {k_default}")
     query = load_features(query_features) if query_features is not None else None
     if query is not None:
-        check_same_model(query, gallery)
+        check_same_model(query, gallery, allow_unknown_model=allow_unknown_model)
     engine = SearchEngine(checkpoint, gallery, query, input_size)
+    cameras = sorted({gallery.camera_label(i) for i in range(len(gallery))}, key=_natural)
+    times = [s.time for s in gallery.sightings or () if s is not None]
+    time_range = (min(times), max(times)) if times else None
 
-    app = FastAPI(
+    # Swagger UI's script and style come from the fastapi-offline package, not from a CDN.
+    app = FastAPIOffline(
         title="reidkit search",
         summary="Person re-identification: rank a gallery against a query picture.",
         version="1",
         responses={422: {"model": ErrorMessage, "description": "invalid request"}},
+        redoc_url=None,
+        favicon_url="/favicon.ico",
+        static_url="/docs-static",
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -314,6 +386,31 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
+
+    camera_param = Annotated[list[str] | None, Query(
+        description="only gallery images of these cameras (names as in /health; repeat for several)")]
+    time_from_param = Annotated[float | None, Query(
+        description="only crops seen at or after this time (seconds into their video)")]
+    time_to_param = Annotated[float | None, Query(
+        description="only crops seen at or before this time (seconds into their video)")]
+
+    def gallery_mask(camera: list[str] | None, time_from: float | None,
+                     time_to: float | None) -> np.ndarray | None:
+        unknown = sorted(set(camera or ()) - set(cameras))
+        if unknown:
+            raise HTTPException(422, f"camera: no gallery camera is named {', '.join(unknown)}; the "
+                                     f"gallery's cameras are {', '.join(cameras)}")
+        if (time_from is not None or time_to is not None) and time_range is None:
+            raise HTTPException(422, "time_from/time_to: this gallery holds no crops from video, so "
+                                     "its images have no time")
+        if time_from is not None and time_to is not None and time_from > time_to:
+            raise HTTPException(422, f"time_from ({time_from}) is after time_to ({time_to})")
+        return gallery.select(camera, time_from, time_to)
+
     @app.get("/health", response_model=Health)
     def health() -> Health:
         """Service status, gallery and query set sizes, and the model in use."""
@@ -321,22 +418,27 @@ def create_app(
                       query_size=len(query.paths) if query is not None else 0,
                       model=engine.model_name, feature_dim=engine.feature_dim,
                       input_size=engine.input_size, max_k=k_max, k_default=k_default,
-                      max_upload_bytes=max_upload_bytes)
+                      max_upload_bytes=max_upload_bytes, cameras=cameras,
+                      footage=time_range is not None, time_range=time_range)
 
     @app.post("/search", response_model=SearchResponse, responses={
         413: {"model": ErrorMessage, "description": "upload too large"}})
     async def search(
         image: Annotated[UploadFile, File(description="query picture (JPEG, PNG, WebP, BMP, GIF)")],
         k: k_param = k_default,
+        camera: camera_param = None,
+        time_from: time_from_param = None,
+        time_to: time_to_param = None,
     ) -> SearchResponse:
         """Rank the gallery against an uploaded picture of a person."""
+        mask = gallery_mask(camera, time_from, time_to)
         data = await image.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"the upload is larger than the {max_upload_bytes:,} byte limit; "
                                      "send a smaller image")
         img = await run_in_threadpool(_decode_upload, data)
         feature = await run_in_threadpool(engine.embed, img)
-        return SearchResponse(results=await run_in_threadpool(engine.search, feature, k))
+        return SearchResponse(results=await run_in_threadpool(engine.search, feature, k, mask))
 
     def require_query() -> FeatureSet:
         if query is None:
@@ -345,25 +447,32 @@ def create_app(
         return query
 
     @app.post("/search/query/{query_id}", response_model=SearchResponse, responses=not_found)
-    async def search_query(query_id: image_id, k: k_param = k_default) -> SearchResponse:
+    async def search_query(query_id: image_id, k: k_param = k_default, camera: camera_param = None,
+                           time_from: time_from_param = None,
+                           time_to: time_to_param = None) -> SearchResponse:
         """Rank the gallery against a stored query feature."""
         fs = require_query()
         _check_id(fs, query_id, "query")
-        results = await run_in_threadpool(engine.search, fs.features[query_id:query_id + 1], k)
-        return SearchResponse(results=results, query=QueryItem(
-            id=query_id, pid=int(fs.pids[query_id]), camid=int(fs.camids[query_id])))
+        mask = gallery_mask(camera, time_from, time_to)
+        results = await run_in_threadpool(engine.search, fs.features[query_id:query_id + 1], k, mask)
+        return SearchResponse(results=results, query=QueryItem(id=query_id, **_describe(fs, query_id)))
 
     @app.get("/queries", response_model=QueryList, responses=not_found)
     def queries() -> QueryList:
         """The ids, pids and cameras of the query set."""
         fs = require_query()
-        return QueryList(queries=[QueryItem(id=i, pid=int(p), camid=int(c))
-                                  for i, (p, c) in enumerate(zip(fs.pids, fs.camids, strict=True))])
+        return QueryList(queries=[QueryItem(id=i, **_describe(fs, i)) for i in range(len(fs))])
 
     @app.get("/gallery/{gallery_id}", response_class=FileResponse, responses=not_found)
     def gallery_image(gallery_id: image_id) -> FileResponse:
         """Gallery image number ``gallery_id``."""
         return _image_response(gallery, gallery_id, "gallery")
+
+    @app.get("/gallery/{gallery_id}/frame", response_class=Response, responses={
+        200: {"content": {"image/jpeg": {}}, "description": "the frame, box drawn"}, **not_found})
+    def gallery_frame(gallery_id: image_id) -> Response:
+        """The video frame gallery image ``gallery_id`` was cut from, with its box drawn."""
+        return _frame_response(gallery, gallery_id)
 
     @app.get("/query/{query_id}", response_class=FileResponse, responses=not_found)
     def query_image(query_id: image_id) -> FileResponse:
@@ -384,16 +493,23 @@ def serve(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     input_size: Sequence[int] | None = None,
     log_level: str = "info",
+    allow_unknown_model: bool = False,
 ) -> None:
     """Run the search service with uvicorn until interrupted; loopback only unless ``host`` says so."""
     import uvicorn
 
     app = create_app(checkpoint, gallery_features, query_features=query_features,
-                     k_default=k_default, max_upload_bytes=max_upload_bytes, input_size=input_size)
+                     k_default=k_default, max_upload_bytes=max_upload_bytes, input_size=input_size,
+                     allow_unknown_model=allow_unknown_model)
     if not _is_loopback(host):
         logger.warning("serving on %s: the service has no authentication; anyone who can reach "
                        "this address can search the gallery and see its images", host)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=MAX_CONNECTIONS)
+
+
+def _natural(name: str) -> tuple[int, int | str]:
+    """Sort key putting "2" before "10" and numbers before other names."""
+    return (0, int(name)) if name.isdigit() else (1, name)
 
 
 def _is_loopback(host: str) -> bool:

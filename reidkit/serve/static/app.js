@@ -35,9 +35,28 @@ function setBusy(busy, text) {
   if (text) byId("status").textContent = text;
 }
 
+// Cameras and people by the data set's own names (camid and pid are internal indices).
 function describe(item) {
-  const person = item.pid >= 0 ? `person ${item.pid}` : "person unknown";
-  return `camera ${item.camid}, ${person}`;
+  const person = item.identity !== null ? `person ${item.identity}` : "person unknown";
+  const seen = item.sighting ? `, ${formatTime(item.sighting.time)}, frame ${item.sighting.frame}` : "";
+  return `camera ${item.camera}, ${person}${seen}`;
+}
+
+function formatTime(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  const rest = (seconds - 60 * minutes).toFixed(1).padStart(4, "0");
+  return `${minutes}:${rest}`;
+}
+
+function showFrame(result, rank) {
+  const s = result.sighting;
+  byId("frame-image").src = `/gallery/${result.id}/frame`;
+  byId("frame-image").alt = `Frame ${s.frame} of ${s.video} with match ${rank} boxed`;
+  byId("frame-caption").textContent =
+    `Match ${rank}: camera ${s.camera}, ${formatTime(s.time)} (${s.time.toFixed(1)} s), frame ` +
+    `${s.frame} of ${s.video}, tracklet ${s.tracklet}`;
+  byId("frame-view").hidden = false;
+  byId("frame-view").scrollIntoView({ block: "nearest" });
 }
 
 function showPreview(src, caption) {
@@ -69,9 +88,21 @@ function renderResults(results, queryPid) {
     img.loading = "lazy";
     const facts = document.createElement("dl");
     field(facts, "Distance", r.distance.toFixed(4));
-    field(facts, "Camera", String(r.camid));
-    if (r.pid >= 0) field(facts, "Person", String(r.pid));
+    field(facts, "Camera", r.camera);
+    if (r.identity !== null) field(facts, "Person", r.identity);
+    if (r.sighting) {
+      field(facts, "Time", formatTime(r.sighting.time));
+      field(facts, "Frame", String(r.sighting.frame));
+    }
     card.append(img, facts);
+    if (r.sighting) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "frame-button";
+      button.textContent = "Show frame";
+      button.addEventListener("click", () => showFrame(r, rank + 1));
+      card.append(button);
+    }
     if (same) {
       const badge = document.createElement("p");
       badge.className = "badge";
@@ -81,13 +112,34 @@ function renderResults(results, queryPid) {
     return card;
   });
   byId("results").replaceChildren(...cards);
-  byId("status").textContent =
-    `The ${results.length} nearest of ${health.gallery_size} gallery images, nearest first.`;
+  const filtered = filterParams().toString() !== "";
+  byId("status").textContent = results.length === 0 && filtered
+    ? "No gallery image passes the filters."
+    : `The ${results.length} nearest of ${health.gallery_size} gallery images` +
+      `${filtered ? " that pass the filters" : ""}, nearest first.`;
+}
+
+// The camera and time filters as query parameters (empty when none is set).
+function filterParams() {
+  const params = new URLSearchParams();
+  for (const option of byId("camera-select").selectedOptions) params.append("camera", option.value);
+  for (const [id, name] of [["time-from", "time_from"], ["time-to", "time_to"]]) {
+    const value = byId(id).value.trim();
+    if (value !== "") params.set(name, value);
+  }
+  return params;
+}
+
+function searchUrl(path, k) {
+  const params = filterParams();
+  params.set("k", String(k));
+  return `${path}?${params}`;
 }
 
 async function runSearch(url, options, queryPid) {
   showError("");
   byId("results").replaceChildren();
+  byId("frame-view").hidden = true;
   setBusy(true, "Searching…");
   try {
     const data = await fetchJSON(url, options);
@@ -121,7 +173,7 @@ function onUpload(event) {
     showPreview(URL.createObjectURL(file), `Uploaded picture ${file.name}`);
     const form = new FormData();
     form.append("image", file);
-    runSearch(`/search?k=${k}`, { method: "POST", body: form }, null);
+    runSearch(searchUrl("/search", k), { method: "POST", body: form }, null);
   } catch (err) {
     showError(err.message);
   }
@@ -131,7 +183,7 @@ function pickQuery(query) {
   try {
     const k = kValue();
     showPreview(`/query/${query.id}`, `Query ${query.id}: ${describe(query)}`);
-    runSearch(`/search/query/${query.id}?k=${k}`, { method: "POST" }, query.pid);
+    runSearch(searchUrl(`/search/query/${query.id}`, k), { method: "POST" }, query.pid);
   } catch (err) {
     showError(err.message);
   }
@@ -157,8 +209,27 @@ function showMoreQueries() {
   byId("more-queries").hidden = queriesShown >= queries.length;
 }
 
+function setUpFilters() {
+  const select = byId("camera-select");
+  select.replaceChildren(...health.cameras.map((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = `camera ${name}`;
+    return option;
+  }));
+  select.size = Math.min(4, Math.max(2, health.cameras.length));
+  byId("camera-field").hidden = health.cameras.length < 2;
+  byId("time-field").hidden = !health.footage;
+  if (health.time_range) {
+    byId("time-from").placeholder = health.time_range[0].toFixed(1);
+    byId("time-to").placeholder = health.time_range[1].toFixed(1);
+  }
+  byId("filters").hidden = byId("camera-field").hidden && byId("time-field").hidden;
+}
+
 async function init() {
   byId("upload-form").addEventListener("submit", onUpload);
+  byId("frame-close").addEventListener("click", () => { byId("frame-view").hidden = true; });
   byId("more-queries").addEventListener("click", showMoreQueries);
   try {
     health = await fetchJSON("/health");
@@ -171,6 +242,7 @@ async function init() {
     `Gallery of ${health.gallery_size} images · model ${health.model}`;
   byId("k-input").max = String(health.max_k);
   byId("k-input").value = String(health.k_default);
+  setUpFilters();
   if (health.query_size > 0) {
     try {
       queries = (await fetchJSON("/queries")).queries;
