@@ -108,3 +108,45 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetLayoutError, match="no usable images") as info:
         load_dataset("folder", empty)
     assert "0002_c1s1_000451_03.jpg" in str(info.value)
+
+
+def test_a_root_of_identity_folders_is_a_training_set(tmp_path: Path) -> None:
+    touch(tmp_path, "ann/1.jpg", "ann/2.jpg", "ben/1.jpg", "cat/1.jpg")
+    ds = load_dataset("folder", tmp_path)  # before: read as a gallery, nothing to train on
+    assert [r.pid for r in ds.train] == [0, 0, 1, 2] and ds.gallery == [] and ds.query == []
+    searched = load_dataset("folder", tmp_path, subset="gallery")  # what `extract --images` reads
+    assert len(searched.gallery) == 4 and searched.train == []
+    touch(tmp_path / "flat", "a.jpg", "b.jpg")
+    assert len(load_dataset("folder", tmp_path / "flat").gallery) == 2  # loose images: a gallery
+
+
+def test_test_ids_carve_query_and_gallery_from_identity_folders(tmp_path: Path) -> None:
+    for person, n in (("ann", 3), ("ben", 2), ("cat", 2), ("dan", 1)):
+        touch(tmp_path, *(f"{person}/{i}.jpg" for i in range(n)))
+    ds = load_dataset("folder", tmp_path, test_ids=2, seed=0)
+    held = {Path(r.path).parent.name for r in ds.query}
+    assert len(held) == 2 and ds.num_train_pids == 2
+    assert not held & {Path(r.path).parent.name for r in ds.train}
+    # per identity the first image is its query, the rest its gallery
+    assert all(Path(r.path).name == "0.jpg" for r in ds.query)
+    assert {Path(r.path).parent.name for r in ds.gallery} <= held
+    assert len(ds.query) + len(ds.gallery) + len(ds.train) == 8
+    # no cameras: every test image is a camera of its own, so no match is removed
+    cams = [r.camid for r in ds.gallery + ds.query]
+    assert sorted(cams) == list(range(len(cams)))
+    assert any("held out 2 training identities" in n for n in ds.notes)
+    again = load_dataset("folder", tmp_path, test_ids=2, seed=0)
+    assert again.query == ds.query and again.gallery == ds.gallery  # seeded
+
+
+def test_test_ids_and_unknown_options_are_checked(tmp_path: Path) -> None:
+    from reidkit.errors import ReidkitError
+
+    touch(tmp_path, "ann/1.jpg", "ben/1.jpg")
+    with pytest.raises(ReidkitError, match="test_ids=2 of 2 identities; choose 1..1"):
+        load_dataset("folder", tmp_path, test_ids=2)
+    with pytest.raises(ReidkitError, match="no option splits; its options: subset, test_ids, seed"):
+        load_dataset("folder", tmp_path, splits=3)
+    touch(tmp_path / "split", "query/1/a.jpg", "gallery/1/b.jpg")
+    with pytest.raises(ReidkitError, match="already has query/gallery"):
+        load_dataset("folder", tmp_path / "split", test_ids=1)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from reidkit.data.dataset import ImageRecord
 from reidkit.data.image import ImageReadError
-from reidkit.data.loader import ImageDataset, build_test_loader
+from reidkit.data.loader import ImageDataset, build_test_loader, check_records
 from reidkit.data.transforms import build_transforms
 
 TO_TENSOR = build_transforms(8, 4, train=False, normalize=False)
@@ -111,6 +111,21 @@ def test_test_loader_keeps_order_and_the_last_partial_batch(records):
     assert torch.cat([b[2] for b in batches]).tolist() == [0, 0, 1, 0]
 
 
-def test_test_loader_raises_on_unreadable_files_by_default(records):
-    with pytest.raises(ImageReadError):
-        list(build_test_loader(records, TO_TENSOR, batch_size=2))
+@pytest.mark.parametrize("workers", [0, 1])
+def test_test_loader_raises_on_unreadable_files_by_default(records, workers):
+    # with workers too: one clean error naming the file, not the worker's traceback as text
+    with pytest.raises(ImageReadError) as info:
+        list(build_test_loader(records, TO_TENSOR, batch_size=2, num_workers=workers))
+    assert info.value.path == records[1].path
+    assert "Traceback" not in str(info.value) and "remove or replace" in str(info.value)
+
+
+def test_check_records_finds_every_unreadable_image_up_front(records, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "0003_c2.png")
+    data = (tmp_path / "0003_c2.png").read_bytes()
+    (tmp_path / "0003_c2.png").write_bytes(data[: len(data) // 2])  # truncated
+    kept, bad = check_records(records + records[:1])
+    assert kept == [records[0], records[2], records[4], records[0]]
+    assert [(u.path, u.reason.split(",")[0][:24]) for u in bad] == [
+        (records[1].path, "not an image file"), (records[3].path, "image file is truncated")]
