@@ -113,7 +113,9 @@ def test_search_page(browser, service, tmp_path: Path) -> None:
     expect(cards).to_have_count(K)
     assert shown_gallery_ids(page)[0] == 3
     expect(cards.first.locator("dd").first).to_have_text("0.0000")
-    expect(cards.first).to_contain_text(f"Camera{int(gallery.camids[3])}")
+    # The data set's own camera name (the 3 of a _c3 file), not the 0-based camid (issue 13 item 12).
+    expect(cards.first).to_contain_text(f"Camera{int(gallery.camids[3]) + 1}")
+    expect(cards.first).to_contain_text(f"Person{int(gallery.pids[3])}")
     page.wait_for_function("[...document.querySelectorAll('#results img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
     expect(page.locator("#error")).to_be_hidden()
@@ -145,3 +147,62 @@ def test_search_page(browser, service, tmp_path: Path) -> None:
     expect(page.locator("#error")).to_be_hidden()
     assert shown_gallery_ids(page)[0] == 0
     assert page_errors == []
+
+
+def overflow_report(page) -> dict:
+    """Elements that stick out of their box: the Search button out of its panel, card values out of
+    their card (each as [name, overflow in px])."""
+    return page.evaluate("""() => {
+        const out = [];
+        const panel = document.querySelector('.query').getBoundingClientRect();
+        for (const el of document.querySelectorAll('.query form > *, .query input, .query select')) {
+            const r = el.getBoundingClientRect();
+            if (r.width && r.right > panel.right - 1) out.push([el.id || el.tagName, r.right - panel.right]);
+        }
+        for (const card of document.querySelectorAll('#results > li')) {
+            const c = card.getBoundingClientRect();
+            for (const el of card.querySelectorAll('dd, dt, button')) {
+                const r = el.getBoundingClientRect();
+                if (r.right > c.right - 1 || el.scrollWidth > el.clientWidth + 1) {
+                    out.push([el.textContent, r.right - c.right]);
+                }
+            }
+        }
+        return {overflow: out, pageWidth: document.documentElement.scrollWidth,
+                viewport: window.innerWidth};
+    }""")
+
+
+@pytest.mark.parametrize("width", [800, 1920])
+def test_page_layout_at_common_widths(browser, service, width: int) -> None:
+    # Issue 13 item 14: the Search button overflowed its panel and distances overflowed the cards
+    # at 800 and 1920 px; /favicon.ico was a 404.
+    from playwright.sync_api import expect
+
+    base_url, sets = service
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    page.goto(base_url + "/")
+    page.click("#query-picker summary")
+    page.locator("#query-list button").nth(1).click()
+    expect(page.locator("#results > li")).to_have_count(K)
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    report = overflow_report(page)
+    assert report["overflow"] == []
+    assert report["pageWidth"] <= report["viewport"]
+    page.goto(base_url + "/favicon.ico")
+    assert failed == []
+
+
+def test_docs_render_without_a_network(browser, service) -> None:
+    # /docs loaded Swagger UI from a CDN: blank offline. The browser here reaches only loopback.
+    base_url, _ = service
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base_url) else None)
+    page.goto(base_url + "/docs")
+    page.wait_for_selector(".opblock", timeout=15_000)
+    assert page.locator(".opblock").count() >= 5  # /health, /search, /queries, images, ...
+    assert outside == []
