@@ -206,3 +206,23 @@ def test_docs_render_without_a_network(browser, service) -> None:
     page.wait_for_selector(".opblock", timeout=15_000)
     assert page.locator(".opblock").count() >= 5  # /health, /search, /queries, images, ...
     assert outside == []
+
+
+def test_camera_filter_on_the_page(browser, service) -> None:
+    from playwright.sync_api import expect
+
+    base_url, sets = service
+    gallery = sets["gallery"]
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    expect(page.locator("#camera-field")).to_be_visible()
+    expect(page.locator("#time-field")).to_be_hidden()  # no crops from video in this gallery
+    camera = gallery.camera_label(0)
+    page.select_option("#camera-select", camera)
+    page.set_input_files("#image-input", gallery.paths[0])
+    page.click("#search-button")
+    wanted = [i for i in range(len(gallery)) if gallery.camera_label(i) == camera]
+    expect(page.locator("#results > li")).to_have_count(min(K, len(wanted)))
+    assert shown_gallery_ids(page)[0] == 0
+    assert set(shown_gallery_ids(page)) <= set(wanted)
+    expect(page.locator("#results > li").first).to_contain_text(f"Camera{camera}")
