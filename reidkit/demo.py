@@ -1,12 +1,21 @@
-"""``reidkit demo``: synthetic data -> Pyramid with dynamic training on CPU -> evaluation -> report."""
+"""``reidkit demo``: synthetic data -> Pyramid with dynamic training on CPU -> evaluation -> report.
+
+The numbers are the same on every run and machine with the same kind of CPU: the demo trains on
+the CPU with :data:`THREADS` threads whatever the machine has (summation order, hence the last
+bits of every result, depends on the thread count) and deterministic algorithms. CPUs with
+different vector units (AVX2, AVX-512) run different kernels and can still differ slightly.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -15,32 +24,53 @@ from reidkit.data import load_dataset
 from reidkit.data.loader import build_test_loader
 from reidkit.data.synthetic import generate
 from reidkit.data.transforms import build_transforms
+from reidkit.errors import ReidkitError
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.histogram import color_histogram_features
 from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model
 from reidkit.report import write_report
+from reidkit.training.base import clear_run
 from reidkit.training.trainer import Trainer
 
 RECIPE = "demo_cpu"
+THREADS = 2  # fixed, so that the results do not depend on the machine's number of cores
 
 
 def run_demo(out: Path, *, epochs: int | None = None, seed: int = 0,
              console: Console | None = None) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns the test results of the model and the baseline."""
-    console = console or Console()
+    """Run the whole demo into ``out``; returns the test results of the model and the baseline.
+
+    The synthetic data in ``out/data`` is reused when it was generated with ``seed``; the run in
+    ``out/run`` starts over each time.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _run(Path(out), epochs, seed, console or Console())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, epochs: int | None, seed: int, console: Console) -> dict[str, Any]:
     started = time.perf_counter()
-    out = Path(out)
     data_root = out / "data"
-    if not (data_root / "meta.json").is_file():
+    meta = data_root / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text())["params"].get("seed") != seed:
+        shutil.rmtree(data_root)  # the demo's own data of another seed
+    if not meta.is_file():
+        if data_root.exists() and any(data_root.iterdir()):
+            raise ReidkitError(f"{data_root} holds files that are not the demo's data; choose "
+                               "another --out")
         console.print(f"generating synthetic pedestrians into {data_root} ...")
         generate(data_root, preset="demo", seed=seed)
-    overrides = [f"data.root={data_root}", f"train.output_dir={out / 'run'}", f"train.seed={seed}"]
+    run_dir = out / "run"
+    overrides = [f"data.root={data_root}", f"train.output_dir={run_dir}", f"train.seed={seed}",
+                 "train.device=cpu", "train.deterministic=true"]
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
     cfg = load_config(RECIPE, overrides)
-    run_dir = out / "run"
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    clear_run(run_dir)
     summary = Trainer(cfg, console=console).fit()
 
     dataset = load_dataset("market1501", data_root)

@@ -26,6 +26,7 @@ def plot_training(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r for r in records if "id_loss" in r]
     x = np.array([r["step"] for r in steps])
@@ -37,6 +38,7 @@ def plot_training(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
     ax.plot(x, series("id_loss"), label="ID loss (sum over branches)", lw=0.8)
     ax.plot(x, series("tp_loss"), label="triplet loss", lw=0.8)
     ax.set(xlabel="step", ylabel="loss", title="Losses", yscale="log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -56,6 +58,7 @@ def plot_training(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
     joint = np.array([r["objective"] == "joint" for r in steps], dtype=float)
     bottom.fill_between(x, joint, step="post", alpha=0.6, label="joint objective, balanced sampler")
     bottom.set(xlabel="step", yticks=[0, 1], yticklabels=["ID", "joint"])
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(out_dir / "dynamic.png")
     plt.close(fig)

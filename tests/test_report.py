@@ -32,5 +32,27 @@ def test_report_page_holds_the_table_plots_and_ranked_lists(tmp_path):
     for name in ("losses.png", "dynamic.png", "cmc.png", "ranked_0.png", "ranked_1.png"):
         assert f'src="{name}"' in html
         assert Image.open(page.parent / name).size[0] > 0
-    # query + 3 kept gallery images (junk -1 dropped): 4 tiles of (64 + 2 * 4) pixels + a gap
-    assert Image.open(page.parent / "ranked_0.png").size == (4 * 72 + 12, 128 + 8 + 30)
+    # query + 3 kept gallery images (junk -1 dropped): 4 tiles of (64 + 2 * 4) pixels + a gap;
+    # below each picture two caption lines of 12 pixels and a 4-pixel margin
+    assert Image.open(page.parent / "ranked_0.png").size == (4 * 72 + 12, 128 + 8 + 4 + 12 * 2)
+
+
+def test_step_axes_have_whole_number_ticks(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from reidkit.report import plot_training
+
+    ticks = []
+    save = Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ticks.extend(t for ax in fig.axes for t in ax.get_xticks())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    # three steps: matplotlib's default ticks would be 1.00, 1.25, ... 3.00
+    steps = [{"step": i, "epoch": 1, "id_loss": 2.0 / i, "tp_loss": 1.0, "objective": "joint",
+              "w_id": 1.0, "w_tp": 1.0} for i in (1, 2, 3)]
+    assert plot_training(steps, tmp_path) == ["losses.png", "dynamic.png"]
+    assert ticks and all(float(t).is_integer() for t in ticks)
