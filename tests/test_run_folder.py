@@ -158,3 +158,17 @@ def test_files_follow_the_umask(finished):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in finished.iterdir() if p.is_file()}
     assert modes == dict.fromkeys(["config.json", "metrics.jsonl", "summary.json", STATE_FILE,
                                    "last.safetensors", "best.safetensors"], 0o644)
+
+
+def test_unreadable_training_images_are_skipped_and_counted(data_root, tmp_path):
+    from reidkit.data.loader import UnreadableImagesError
+
+    data = shutil.copytree(data_root, tmp_path / "data")
+    images = sorted((data / "bounding_box_train").glob("*.jpg"))
+    images[0].write_bytes(b"")
+    images[5].write_bytes(images[5].read_bytes()[:300])  # truncated
+    with pytest.raises(UnreadableImagesError, match="2 image"):
+        Trainer(tiny(data, tmp_path / "strict", "train.epochs=1")).fit(strict_images=True)
+    summary = Trainer(tiny(data, tmp_path / "run", "train.epochs=1")).fit()
+    assert sorted(summary["unreadable_images"]) == sorted([str(images[0]), str(images[5])])
+    assert summary["steps"] == 3 and "val_mAP" in summary["best_validation"]
