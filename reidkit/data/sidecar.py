@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, Sighting
+from reidkit.errors import ReidkitError
 
 SIDECAR = "sightings.csv"
 COLUMNS = ("path", "video", "camera", "camid", "frame", "time", "x1", "y1", "x2", "y2", "score",
            "tracklet")
 
 
-class SidecarError(ValueError):
+class SidecarError(ReidkitError, ValueError):
     """A sidecar table that cannot be read."""
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from reidkit.footage.video import import_cv2
+from reidkit.footage.video import FootageError, import_cv2
 
 # COCO's label of a person, used by every torchvision detection model.
 COCO_PERSON = 1
@@ -25,7 +25,7 @@ TORCHVISION_DETECTORS = (
 )
 
 
-class DetectorError(ValueError):
+class DetectorError(FootageError):
     """A detector that cannot be built as asked (unknown name, missing or mismatched weights)."""
 
 
@@ -48,10 +48,10 @@ class DetectionFilter:
     def __post_init__(self) -> None:
         lo, hi = self.aspect
         if not 0 < lo <= hi:
-            raise ValueError(f"aspect must be (low, high) height/width ratios with 0 < low <= high, "
+            raise DetectorError(f"aspect must be (low, high) height/width ratios with 0 < low <= high, "
                              f"got {self.aspect}")
         if not 0 < self.nms_iou <= 1:
-            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+            raise DetectorError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
 
 
 def filter_detections(boxes: np.ndarray, scores: np.ndarray, rule: DetectionFilter,
@@ -91,7 +91,7 @@ class HOGDetector:
             raise DetectorError(f"this OpenCV ({cv2.__version__}) has no HOG people detector (OpenCV 5 "
                                 "dropped it): pip install 'opencv-python<5'")
         if upscale <= 0 or win_stride < 1 or scale <= 1:
-            raise ValueError(f"HOG needs upscale > 0, win_stride >= 1 and scale > 1; got {upscale}, "
+            raise DetectorError(f"HOG needs upscale > 0, win_stride >= 1 and scale > 1; got {upscale}, "
                              f"{win_stride}, {scale}")
         self._cv2 = cv2
         self.hog = cv2.HOGDescriptor()

@@ -37,8 +37,9 @@ import numpy as np
 
 from reidkit.data.dataset import Sighting
 from reidkit.data.sidecar import SIDECAR, sighting_row, write_rows
+from reidkit.errors import MissingDependencyError
 from reidkit.footage.detect import DetectionFilter, build_detector, filter_detections
-from reidkit.footage.video import VideoInfo, frames, import_cv2, probe
+from reidkit.footage.video import FootageError, VideoInfo, frames, import_cv2, probe
 
 STATE = "ingest.json"
 DETECTIONS = "detections.csv"
@@ -47,7 +48,7 @@ STATE_FORMAT = "reidkit-ingest/1"
 _DETECTION_COLUMNS = ("camid", "frame", "x1", "y1", "x2", "y2", "score")
 
 
-class IngestError(ValueError):
+class IngestError(FootageError):
     """An ingest that cannot start or resume as asked."""
 
 
@@ -114,13 +115,13 @@ class IngestSettings:
 
     def __post_init__(self) -> None:
         if self.frame_step < 1:
-            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
+            raise IngestError(f"frame_step must be >= 1, got {self.frame_step}")
         if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+            raise IngestError(f"max_frames must be >= 1, got {self.max_frames}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+            raise IngestError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if self.lost_seconds <= 0:
-            raise ValueError(f"lost_seconds must be > 0, got {self.lost_seconds}")
+            raise IngestError(f"lost_seconds must be > 0, got {self.lost_seconds}")
         self.detection_filter()  # validates the filter values
 
     def detection_filter(self) -> DetectionFilter:
@@ -169,7 +170,7 @@ def ingest(
     if not videos:
         raise IngestError("give at least one video file")
     if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        raise IngestError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     out = Path(out)
     infos = [probe(v) for v in videos]  # every video checked before any work
     names = _camera_names(infos)
@@ -319,7 +320,7 @@ class _VideoRun:
         try:
             from trackers import ByteTrackTracker
         except ImportError:
-            raise ImportError("linking detections into tracklets needs the trackers package, from "
+            raise MissingDependencyError("linking detections into tracklets needs the trackers package, from "
                               "the 'video' extra: pip install 'reidkit[video]'") from None
         self.out, self.entry, self.settings, self.state = out, entry, settings, state
         self.progress = _Progress(**progress_state)

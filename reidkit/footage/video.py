@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from reidkit.errors import MissingDependencyError, ReidkitError
 
-class VideoError(ValueError):
+
+class FootageError(ReidkitError, ValueError):
+    """Footage that cannot be read or ingested as asked."""
+
+
+class VideoError(FootageError):
     """A video file that is missing, unreadable or corrupt."""
 
 
@@ -29,7 +35,7 @@ def import_cv2():
     try:
         import cv2
     except ImportError:
-        raise ImportError("reading video needs OpenCV 4, from the 'video' extra: "
+        raise MissingDependencyError("reading video needs OpenCV 4, from the 'video' extra: "
                           "pip install 'reidkit[video]'") from None
     return cv2
 

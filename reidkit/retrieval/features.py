@@ -37,6 +37,7 @@ from reidkit import __version__
 from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
 from reidkit.data.loader import build_test_loader
 from reidkit.data.transforms import build_transforms
+from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
 from reidkit.models.io import atomic_write, load_model, read_model_meta
 from reidkit.retrieval.search import METRICS, GalleryIndex
@@ -53,11 +54,15 @@ _PATHS_BASE = "feature_file"
 _MAX_PATHS_CHECKED = 20_000  # image existence checked on load: all, or this many spread evenly
 
 
-class FeatureFileError(ValueError):
+class FeatureError(ReidkitError, ValueError):
+    """Features that cannot be used as asked (files, mismatched sets, extraction settings)."""
+
+
+class FeatureFileError(FeatureError):
     """A feature file that is not a reidkit feature file, or whose contents do not fit together."""
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(FeatureError):
     """Features whose model is not recorded, compared where the model must be known."""
 
 
@@ -210,12 +215,12 @@ def check_same_model(query: FeatureSet, gallery: FeatureSet, *,
     check_known_model(gallery, gallery.source or "the gallery feature set",
                       allow_unknown_model=allow_unknown_model)
     if query.dim != gallery.dim:
-        raise ValueError(f"query features are {query.dim}-d but gallery features are "
+        raise FeatureError(f"query features are {query.dim}-d but gallery features are "
                          f"{gallery.dim}-d; extract both with the same model")
     differ = [f"{key}: {query.meta[key]!r} vs {gallery.meta[key]!r}" for key in _MODEL_IDENTITY
               if key in query.meta and key in gallery.meta and query.meta[key] != gallery.meta[key]]
     if differ:
-        raise ValueError("query and gallery features were extracted differently ("
+        raise FeatureError("query and gallery features were extracted differently ("
                          + "; ".join(differ) + "); re-extract one of them with the other's settings")
 
 
@@ -239,7 +244,7 @@ def save_features(path: str | Path, fs: FeatureSet) -> None:
 
         paths_text = json.dumps(stored_paths, ensure_ascii=False)
         if len(paths_text.encode()) + len(meta_text.encode()) + len(rows_text.encode()) > _MAX_HEADER_TEXT:
-            raise ValueError(f"{len(fs)} paths are too many for a safetensors header (100 MB at "
+            raise FeatureFileError(f"{len(fs)} paths are too many for a safetensors header (100 MB at "
                              f"most); save to a .npz file instead")
         metadata = {"format": FORMAT, "paths": paths_text, "meta": meta_text, "rows": rows_text,
                     "paths_base": _PATHS_BASE}
@@ -372,7 +377,7 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _format_of(path: Path) -> str:
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"feature files end in {' or '.join(SUFFIXES)}; got {path.name!r}")
+        raise FeatureFileError(f"feature files end in {' or '.join(SUFFIXES)}; got {path.name!r}")
     return path.suffix
 
 
@@ -391,12 +396,12 @@ def resolve_input_size(height: int | None, width: int | None, config: dict[str, 
     stored = extra.get("input_size") or config.get("input_size")
     if height is None or width is None:
         if stored is None:
-            raise ValueError(f"{source} does not record its input size; pass height and width "
+            raise FeatureError(f"{source} does not record its input size; pass height and width "
                              "(e.g. 384 and 128 for Pyramid)")
         height = stored[0] if height is None else height
         width = stored[1] if width is None else width
     if height < 1 or width < 1:
-        raise ValueError(f"height and width must be positive, got {height} x {width}")
+        raise FeatureError(f"height and width must be positive, got {height} x {width}")
     return int(height), int(width)
 
 
@@ -421,7 +426,7 @@ def extract_feature_set(
     ``meta`` as the distance to search these features with.
     """
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise FeatureError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     config, extra = read_model_meta(model_path)
     size = resolve_input_size(height, width, config, extra, model_path)
     model = load_model(model_path, map_location=device)

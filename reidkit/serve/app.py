@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reidkit.data.transforms import build_transforms
+from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model, read_model_meta
 from reidkit.retrieval.features import (
@@ -58,6 +59,10 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class ServiceError(ReidkitError, ValueError):
+    """A service that cannot start as asked (files that do not fit together, bad settings)."""
 
 
 # ----------------------------------------------------------------------------- response schemas
@@ -134,7 +139,7 @@ class SearchEngine:
         config, extra = read_model_meta(checkpoint)
         recorded = gallery.meta.get("model_sha256")
         if recorded is not None and recorded != file_sha256(checkpoint):
-            raise ValueError(
+            raise ServiceError(
                 f"the gallery features were extracted with another model file "
                 f"({gallery.meta.get('model_file', 'unknown')}), not {checkpoint}; re-extract the "
                 "gallery with this checkpoint (reidkit extract) or serve the model it was made with"
@@ -152,7 +157,7 @@ class SearchEngine:
         self.feature_dim = self._embed(torch.zeros(1, 3, *self.input_size)).shape[1]
         for name, fs in (("gallery", gallery), ("query", query)):
             if fs is not None and fs.features.shape[1] != self.feature_dim:
-                raise ValueError(
+                raise ServiceError(
                     f"the {name} features are {fs.features.shape[1]}-d but {checkpoint} gives "
                     f"{self.feature_dim}-d features; extract the {name} with this checkpoint "
                     "(reidkit extract)"
@@ -193,13 +198,13 @@ def _resolve_input_size(explicit: Sequence[int] | None, extra: dict[str, Any],
         ("model config", config.get("input_size")), ("gallery features", gallery_meta.get("input_size")),
     ) if size is not None}
     if not known:
-        raise ValueError(f"{checkpoint} does not record its input size; pass input_size=(height, width) "
+        raise ServiceError(f"{checkpoint} does not record its input size; pass input_size=(height, width) "
                          "(--input-size H W), the size the gallery features were extracted at")
     source, size = next(iter(known.items()))
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"input_size must be (height, width) with positive values, got {size}")
+        raise ServiceError(f"input_size must be (height, width) with positive values, got {size}")
     if "input_size argument" not in known and len(set(known.values())) > 1:
-        raise ValueError("the checkpoint and gallery features disagree on the input size: "
+        raise ServiceError("the checkpoint and gallery features disagree on the input size: "
                          + ", ".join(f"{s} {h}x{w}" for s, (h, w) in known.items())
                          + "; re-extract the gallery with this checkpoint or pass input_size")
     logger.debug("input size %s from the %s", size, source)
@@ -346,12 +351,12 @@ def create_app(
     record their model are refused unless ``allow_unknown_model`` (then a warning is logged).
     """
     if max_upload_bytes < 1:
-        raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+        raise ServiceError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
     gallery = load_features(gallery_features)
     check_known_model(gallery, str(gallery_features), allow_unknown_model=allow_unknown_model)
     k_max = min(MAX_K, len(gallery.paths))
     if not 1 <= k_default <= k_max:
-        raise ValueError(f"k_default must be between 1 and {k_max} (gallery size {len(gallery.paths)}"
+        raise ServiceError(f"k_default must be between 1 and {k_max} (gallery size {len(gallery.paths)}"
                          f", at most {MAX_K}), got {k_default}")
     query = load_features(query_features) if query_features is not None else None
     if query is not None:
