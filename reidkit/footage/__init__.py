@@ -7,7 +7,14 @@ from reidkit.footage.detect import (
     TorchvisionDetector,
     build_detector,
 )
-from reidkit.footage.ingest import IngestError, IngestSettings, IngestSummary, VideoSummary, ingest
+from reidkit.footage.ingest import (
+    IngestError,
+    IngestSettings,
+    IngestSummary,
+    VideoSummary,
+    gallery_records,
+    ingest,
+)
 from reidkit.footage.video import VideoError, VideoInfo, probe, read_frame
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "VideoInfo",
     "VideoSummary",
     "build_detector",
+    "gallery_records",
     "ingest",
     "probe",
     "read_frame",

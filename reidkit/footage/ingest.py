@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from reidkit.data.dataset import Sighting
-from reidkit.data.sidecar import SIDECAR, sighting_row, write_rows
+from reidkit.data.dataset import ImageRecord, Sighting
+from reidkit.data.sidecar import SIDECAR, attach_sightings, sighting_row, write_rows
 from reidkit.errors import MissingDependencyError
 from reidkit.footage.detect import DetectionFilter, build_detector, filter_detections
 from reidkit.footage.video import FootageError, VideoInfo, frames, import_cv2, probe
@@ -192,6 +192,13 @@ def ingest(
                 summary.interrupted = run.process(bar, stop, checkpoint_every, on_frame)
             summary.videos.append(run.summary())
     return summary
+
+
+def gallery_records(out: str | Path) -> list[ImageRecord]:
+    """The crops of an ingest folder as gallery records, each with its sighting."""
+    from reidkit.data import load_dataset
+
+    return attach_sightings(load_dataset("folder", Path(out)).gallery, out)
 
 
 def _camera_names(infos: Sequence[VideoInfo]) -> list[str]:

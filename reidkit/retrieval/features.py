@@ -149,6 +149,18 @@ class FeatureSet:
                             self.sightings[i] if self.sightings is not None else None)
                 for i, (p, pid, cam) in enumerate(zip(self.paths, self.pids, self.camids, strict=True))]
 
+    def describe(self, i: int) -> dict[str, Any]:
+        """Image ``i`` for people and JSON: path, pid, camid, the data set's camera and person
+        names, and for a crop from video its video, frame, time (s), box and tracklet."""
+        out: dict[str, Any] = {"path": self.paths[i], "pid": int(self.pids[i]),
+                               "camid": int(self.camids[i]), "camera": self.camera_label(i),
+                               "identity": self.identity_label(i)}
+        s = self.sightings[i] if self.sightings is not None else None
+        if s is not None:
+            out.update(video=s.video, frame=s.frame, time=s.time, box=list(s.box), score=s.score,
+                       tracklet=s.tracklet)
+        return out
+
     def camera_label(self, i: int) -> str:
         """How image ``i``'s camera is named to people: its own name, else its camera index."""
         name = self.cameras[i] if self.cameras is not None else None
