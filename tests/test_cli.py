@@ -312,3 +312,19 @@ def test_unreadable_images_are_reported_and_skipped(model_and_data, tmp_path, mo
     strict = runner.invoke(app, [*args[:-1], str(tmp_path / "strict.npz"), "--strict"])
     one_line_error(strict, "3 image(s) cannot be read")
     assert not (tmp_path / "strict.npz").exists()
+
+
+def test_a_huge_learning_rate_is_a_user_error(model_and_data, tmp_path):
+    result = runner.invoke(app, ["train", "--config", "demo_cpu", f"train.output_dir={tmp_path}",
+                                 "optim.lr=1e308"])
+    one_line_error(result, "optim.lr")
+    # below the bound a run can still diverge: that is one line naming the fix too
+    from types import SimpleNamespace
+
+    import torch
+
+    from reidkit.errors import ReidkitError
+    from reidkit.training.base import TrainerBase
+
+    with pytest.raises(ReidkitError, match="the loss became nan at step 5; lower optim.lr"):
+        TrainerBase.optimizer_step(SimpleNamespace(step=4), torch.tensor(float("nan")))

@@ -66,6 +66,10 @@ class DeviceError(ReidkitError, ValueError):
     """A device name that torch does not know, or a device this machine does not have."""
 
 
+class TrainingDivergedError(ReidkitError, FloatingPointError):
+    """The loss became NaN or infinite: the learning rate (or another setting) is too large."""
+
+
 def resolve_device(name: str, local_rank: int = 0, option: str = "train.device") -> torch.device:
     """The torch device ``name`` (auto | cpu | cuda | cuda:N | mps) on this machine.
 
@@ -317,8 +321,9 @@ class TrainerBase(ABC):
     def optimizer_step(self, loss: torch.Tensor) -> float:
         """Backward, step and schedule; returns the learning rate this step used."""
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {self.step}; lower optim.lr/optim.new_lr")
+            raise TrainingDivergedError(
+                f"the loss became {loss.item()} at step {self.step + 1}; lower optim.lr and "
+                "optim.new_lr (or add warm-up: optim.warmup_epochs)")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
