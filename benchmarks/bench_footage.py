@@ -1,0 +1,215 @@
+"""Real footage: ingest vtest.avi, then tracklet re-association as a re-ID benchmark.
+
+Run: .venv/bin/python benchmarks/bench_footage.py [--work benchmarks/tmp_footage] [--epochs 6]
+     [--min-crops 20] [--gap 10] [--queries-per-half 3]
+
+1. Ingest: ``reidkit.footage.ingest`` with the default settings (HOG at 1.5x, ByteTrack) over the
+   whole of Debian's opencv-doc ``vtest.avi`` (795 frames, 768x576, 10 fps). An earlier finished
+   ingest in ``--work`` is reused (its counts and frames/s are those measured when it ran).
+2. Protocol: every tracklet with at least ``--min-crops`` crops is cut at its middle frame into two
+   time halves, dropping ``--gap`` frames on each side of the cut (adjacent frames are near copies).
+   The tracklet is the identity and the half is the camera, so the Market-1501 protocol removes
+   same-half matches: a query from one half must find the other half of its tracklet among the
+   crops of all tracklets. Queries: ``--queries-per-half`` crops evenly spaced through each half;
+   gallery: every crop of both halves. Tracklets whose box centre moves less than 20 px over
+   their life are dropped as static false detections (a parked van). Tracklets are not checked by
+   hand: two tracklets of one person count as different identities, which only lowers the scores.
+3. Methods: the striped HSV colour histogram (``reidkit.models.histogram``, no learning), and a
+   Pyramid (ResNet-18 trunk from scratch, the ``demo_cpu`` recipe: 96x48 input, dynamic training)
+   trained for ``--epochs`` epochs on the synthetic ``demo`` preset only (it never sees the video).
+
+Writes benchmarks/results/footage.md and benchmarks/results/footage_ranked.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reidkit.config import load_config  # noqa: E402
+from reidkit.data.dataset import ImageRecord  # noqa: E402
+from reidkit.data.loader import build_test_loader  # noqa: E402
+from reidkit.data.synthetic import generate  # noqa: E402
+from reidkit.data.transforms import build_transforms  # noqa: E402
+from reidkit.evaluation import compute_distance, evaluate_rank  # noqa: E402
+from reidkit.footage import IngestSettings, gallery_records, ingest  # noqa: E402
+from reidkit.models.histogram import color_histogram_features  # noqa: E402
+from reidkit.models.inference import extract_features  # noqa: E402
+from reidkit.models.io import load_model  # noqa: E402
+from reidkit.retrieval.visualize import ranked_lists  # noqa: E402
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+RESULTS = ROOT / "benchmarks" / "results"
+STATIC_PX = 20
+BR = "  "  # a markdown line break
+
+
+def reassociation_split(records: list[ImageRecord], min_crops: int, gap: int,
+                        per_half: int) -> tuple[list[ImageRecord], list[ImageRecord], dict[str, int]]:
+    """Query and gallery records of the protocol above (camid = half, pid = tracklet)."""
+    by_tracklet: dict[int, list[ImageRecord]] = defaultdict(list)
+    for r in records:
+        by_tracklet[r.sighting.tracklet].append(r)
+    query, gallery = [], []
+    counts = {"tracklets": len(by_tracklet), "short": 0, "static": 0, "used": 0}
+    for tracklet, crops in sorted(by_tracklet.items()):
+        crops.sort(key=lambda r: r.sighting.frame)
+        if len(crops) < min_crops:
+            counts["short"] += 1
+            continue
+        centres = np.array([((r.sighting.box[0] + r.sighting.box[2]) / 2,
+                             (r.sighting.box[1] + r.sighting.box[3]) / 2) for r in crops])
+        if np.ptp(centres, axis=0).max() < STATIC_PX:
+            counts["static"] += 1
+            continue
+        cut = crops[len(crops) // 2].sighting.frame
+        halves = [[r for r in crops if r.sighting.frame < cut - gap],
+                  [r for r in crops if r.sighting.frame >= cut + gap]]
+        if min(len(h) for h in halves) < 2:
+            counts["short"] += 1
+            continue
+        counts["used"] += 1
+        for camid, half in enumerate(halves):
+            labelled = [r._replace(pid=tracklet, camid=camid) for r in half]
+            gallery += labelled
+            picks = np.linspace(0, len(labelled) - 1, min(per_half, len(labelled))).round().astype(int)
+            query += [labelled[i] for i in sorted(set(picks.tolist()))]
+    return query, gallery, counts
+
+
+def train_pyramid(work: Path, epochs: int) -> Path:
+    """A Pyramid trained on the synthetic demo preset; reused when its run folder is complete."""
+    model = work / "run" / "best.safetensors"
+    if model.is_file() and (work / "run" / "summary.json").is_file():
+        return model
+    data = work / "synthetic"
+    if not (data / "meta.json").is_file():
+        generate(data, preset="demo", seed=0)
+    from reidkit.training.base import clear_run
+    from reidkit.training.trainer import Trainer
+
+    cfg = load_config("demo_cpu", [f"data.root={data}", f"train.output_dir={work / 'run'}",
+                                   "train.seed=0", "train.device=cpu", f"train.epochs={epochs}"])
+    clear_run(work / "run")
+    summary = Trainer(cfg).fit()
+    return Path(summary["model"])
+
+
+def pyramid_distances(model_path: Path, query: list[ImageRecord],
+                      gallery: list[ImageRecord]) -> np.ndarray:
+    from reidkit.models.io import read_model_meta
+
+    config, extra = read_model_meta(model_path)
+    height, width = extra.get("input_size") or config.get("input_size")
+    transform = build_transforms(height, width, train=False)
+    model = load_model(model_path)
+    feats = [extract_features(model, build_test_loader(r, transform, batch_size=64, num_workers=0))
+             for r in (query, gallery)]
+    return compute_distance(*feats, metric="euclidean")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "tmp_footage")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--min-crops", type=int, default=20)
+    parser.add_argument("--gap", type=int, default=10)
+    parser.add_argument("--queries-per-half", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    started = time.perf_counter()
+
+    out = args.work / "vtest"
+    summary = ingest([VTEST], out, IngestSettings())
+    state = json.loads((out / "ingest.json").read_text())["progress"][0]
+    records = gallery_records(out)
+    query, gallery, counts = reassociation_split(records, args.min_crops, args.gap, args.queries_per_half)
+
+    hist = [color_histogram_features([r.path for r in rs]) for rs in (query, gallery)]
+    distances = {"colour histogram (HSV 8x4x4, 6 stripes; no learning)": compute_distance(*hist)}
+    t = time.perf_counter()
+    model = train_pyramid(args.work, args.epochs)
+    train_s = time.perf_counter() - t
+    distances[f"Pyramid, ResNet-18 from scratch, {args.epochs} epochs on synthetic data only"] = \
+        pyramid_distances(model, query, gallery)
+
+    q_pids, g_pids = np.array([r.pid for r in query]), np.array([r.pid for r in gallery])
+    q_cams, g_cams = np.array([r.camid for r in query]), np.array([r.camid for r in gallery])
+    rows = []
+    for name, dist in distances.items():
+        res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=min(20, len(gallery)))
+        rows.append(f"| {name} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} | {100 * res.cmc[4]:.1f} "
+                    f"| {res.num_valid_queries} |")
+    pyramid_dist = list(distances.values())[1]
+    picks = np.linspace(0, len(query) - 1, 4).round().astype(int).tolist()
+    pictures = ranked_lists(pyramid_dist, query, gallery, picks, topk=8)
+    width = max(p.width for p in pictures)
+    from PIL import Image
+
+    sheet = Image.new("RGB", (width, sum(p.height for p in pictures)), "white")
+    y = 0
+    for p in pictures:
+        sheet.paste(p, (0, y))
+        y += p.height
+    sheet.save(RESULTS / "footage_ranked.png")
+
+    v = summary.videos[0]
+    lengths = defaultdict(int)
+    for r in records:
+        lengths[r.sighting.tracklet] += 1
+    lens = sorted(lengths.values())
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = f"""## Real footage: vtest.avi ingest and tracklet re-association
+
+Command: `OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/bench_footage.py --epochs {args.epochs} \
+--min-crops {args.min_crops} --gap {args.gap} --queries-per-half {args.queries_per_half}`{BR}
+Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, torch {torch.__version__}; \
+load average at the end {load}
+
+### Ingest (`reidkit ingest vtest.avi`, default settings: HOG at 1.5x, min score 0.5, ByteTrack)
+
+| frames | detections | crops | tracklets | crops per tracklet (median / max) | frames/s | wall time |
+|---:|---:|---:|---:|---:|---:|---:|
+| {v.frames} | {v.detections:,} | {v.crops:,} | {v.tracklets} | {lens[len(lens) // 2]} / {lens[-1]} \
+| {v.frames / v.seconds:.2f} | {v.seconds / 60:.1f} min |
+
+HOG dominates the time (one thread per frame; the machine was shared). frames/s over
+{state['frames_done']} frames as measured when the ingest ran.
+
+### Re-association: query from one time half of a tracklet, gallery = both halves of all tracklets
+
+{counts['tracklets']} tracklets: {counts['used']} used, {counts['short']} shorter than {args.min_crops} crops
+(or a half under 2 crops after the {args.gap}-frame gap), {counts['static']} static (centre moved
+< {STATIC_PX} px).
+{len(query)} queries, {len(gallery)} gallery crops; Market-1501 protocol (halves are cameras), standard AP.
+
+| method | mAP | rank-1 | rank-5 | valid queries |
+|---|---:|---:|---:|---:|
+""" + "\n".join(rows) + f"""
+
+The Pyramid was trained on the synthetic `demo` preset only ({train_s / 60:.1f} min here; 0 when
+reused), input 96x48, and has never seen the video; the histogram needs no training. Identities
+are tracklets, not people checked by hand: a person whose track broke counts as two identities,
+which lowers both rows alike. `footage_ranked.png`: four queries and their top 8 by the Pyramid (green = same
+tracklet, the other half).
+
+Total benchmark time {(time.perf_counter() - started) / 60:.1f} min.
+"""
+    (RESULTS / "footage.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
