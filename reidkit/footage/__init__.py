@@ -1,36 +1,25 @@
-"""Real footage: turn videos into a searchable gallery of person crops (detect, track, crop)."""
+"""Real footage: turn videos into a searchable gallery of person crops (detect, track, crop).
 
-from reidkit.footage.detect import (
-    DetectionFilter,
-    DetectorError,
-    HOGDetector,
-    TorchvisionDetector,
-    build_detector,
-)
-from reidkit.footage.ingest import (
-    IngestError,
-    IngestSettings,
-    IngestSummary,
-    VideoSummary,
-    gallery_records,
-    ingest,
-)
-from reidkit.footage.video import VideoError, VideoInfo, probe, read_frame
+Names are imported on first use, so that ``reidkit --help`` does not load torch and OpenCV.
+"""
 
-__all__ = [
-    "DetectionFilter",
-    "DetectorError",
-    "HOGDetector",
-    "IngestError",
-    "IngestSettings",
-    "IngestSummary",
-    "TorchvisionDetector",
-    "VideoError",
-    "VideoInfo",
-    "VideoSummary",
-    "build_detector",
-    "gallery_records",
-    "ingest",
-    "probe",
-    "read_frame",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DetectionFilter": "detect", "DetectorError": "detect", "HOGDetector": "detect",
+    "TorchvisionDetector": "detect", "build_detector": "detect",
+    "IngestError": "ingest", "IngestSettings": "ingest", "IngestSummary": "ingest",
+    "VideoSummary": "ingest", "gallery_records": "ingest", "ingest": "ingest",
+    "FootageError": "video", "VideoError": "video", "VideoInfo": "video", "probe": "video",
+    "read_frame": "video",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reidkit.footage' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"reidkit.footage.{_EXPORTS[name]}"), name)

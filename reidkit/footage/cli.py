@@ -1,4 +1,4 @@
-"""The ``reidkit ingest`` command, as a function the ``reidkit`` app registers."""
+"""The ``reidkit ingest`` command, as a function the ``reidkit`` app registers (light to import)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reidkit.footage.detect import TORCHVISION_DETECTORS
-from reidkit.footage.ingest import IngestSettings, ingest
-
 console = Console()
 
 
 def ingest_command(
     videos: Annotated[list[Path], typer.Argument(help="video files; each one is a camera")],
     out: Annotated[Path, typer.Option(help="folder for crops, sidecar table and progress")],
-    detector: Annotated[str, typer.Option(help="hog (OpenCV, no download) or a torchvision model: "
-                                               + ", ".join(TORCHVISION_DETECTORS))] = "hog",
+    detector: Annotated[str, typer.Option(help="hog (OpenCV, no download) or a torchvision detection "
+                                               "model such as fasterrcnn_resnet50_fpn")] = "hog",
     detector_weights: Annotated[Path | None, typer.Option(
         help="local weights file of the torchvision detector (.pth state dict or .safetensors)")] = None,
     upscale: Annotated[float, typer.Option(help="enlarge frames this much for HOG (small people)")] = 1.5,
@@ -40,6 +37,8 @@ def ingest_command(
 
     Example: reidkit ingest /usr/share/doc/opencv-doc/examples/data/vtest.avi --out footage/
     """
+    from reidkit.footage.ingest import IngestSettings, ingest
+
     settings = IngestSettings(
         detector=detector, detector_weights=None if detector_weights is None else str(detector_weights),
         upscale=upscale, min_score=min_score, track_threshold=track_threshold, min_height=min_height,
