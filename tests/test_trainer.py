@@ -36,7 +36,8 @@ def test_training_logs_every_step_and_writes_models(data_root, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "id_loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
-    assert steps[0]["objective"] == "id" and steps[0]["sampler"] == "random"
+    # dynamic.sampler=balanced (the released code, the default): ID-only steps on balanced batches
+    assert steps[0]["objective"] == "id" and steps[0]["sampler"] == "balanced"
     assert {"w_id", "w_tp", "lr", "tp_loss"} <= set(steps[0])
     assert steps[3]["lr"] == pytest.approx(steps[0]["lr"] * 0.1)  # milestone at epoch 1
     assert sum("val_mAP" in r for r in records) == 2  # validated after each epoch
