@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from reidkit.errors import MissingDependencyError, ReidkitError
+
 if TYPE_CHECKING:
     from reidkit.retrieval.features import FeatureSet
 
@@ -62,13 +64,17 @@ _ADD_ROWS = 65_536
 INDEX_FORMAT = "reidkit-ann/1"
 
 
+class ApproximateIndexError(ReidkitError, ValueError):
+    """An approximate index that cannot be built, read, or used with the gallery at hand."""
+
+
 def import_faiss() -> ModuleType:
     """The faiss module, or an ``ImportError`` that says how to install it."""
     try:
         return importlib.import_module("faiss")
     except ImportError:
-        raise ImportError("the faiss search backend needs faiss: pip install faiss-cpu "
-                          "(or use backend='torch')") from None
+        raise MissingDependencyError("the faiss search backend and approximate index need faiss: "
+                                     "pip install faiss-cpu (or use backend='torch')") from None
 
 
 class GalleryIndex:
@@ -331,7 +337,7 @@ class ApproximateIndex:
         try:
             index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
         except RuntimeError as exc:
-            raise ValueError(f"faiss cannot build index {factory!r}: {exc}") from None
+            raise ApproximateIndexError(f"faiss cannot build index {factory!r}: {exc}") from None
         size = min(num, train_size or max(_MIN_TRAIN, _TRAIN_PER_LIST * nlist))
         sample = np.sort(np.random.default_rng(seed).choice(num, size=size, replace=False))
         index.train(_as_faiss_rows(gallery[torch.from_numpy(sample)], metric))
@@ -351,7 +357,7 @@ class ApproximateIndex:
     def check_fits(self, num_items: int, dim: int, metric: str) -> None:
         """Raise ``ValueError`` unless this index was built from a gallery of that shape and metric."""
         if (num_items, dim, metric) != (self.num_items, self.dim, self.metric):
-            raise ValueError(f"the approximate index was built for {self.num_items:,} x {self.dim} "
+            raise ApproximateIndexError(f"the approximate index was built for {self.num_items:,} x {self.dim} "
                              f"{self.metric} features, not {num_items:,} x {dim} {metric}; rebuild "
                              "it from this gallery (reidkit index)")
 
@@ -379,7 +385,7 @@ class ApproximateIndex:
                                     "build it with `reidkit index`")
         settings = json.loads(settings_path.read_text())
         if settings.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{settings_path} is not a reidkit approximate-index file")
+            raise ApproximateIndexError(f"{settings_path} is not a reidkit approximate-index file")
         return cls(faiss.read_index(str(path)), settings["metric"], settings["num_items"],
                    settings["dim"], spec=settings["spec"], nprobe=settings["nprobe"],
                    refine=settings["refine"])
@@ -404,14 +410,15 @@ def load_index_for(feature_path: str | Path, num_items: int, dim: int,
                    metric: str) -> ApproximateIndex | None:
     """The approximate index saved next to ``feature_path``, or None when there is none.
 
-    An index older than the feature file, or built from another gallery, raises ``ValueError``.
+    An index older than the feature file, or built from another gallery, raises
+    :class:`ApproximateIndexError`.
     """
     feature_path = Path(feature_path)
     path = index_path_for(feature_path)
     if not path.is_file():
         return None
     if path.stat().st_mtime_ns < feature_path.stat().st_mtime_ns:
-        raise ValueError(f"{path} is older than {feature_path}; rebuild it (reidkit index)")
+        raise ApproximateIndexError(f"{path} is older than {feature_path}; rebuild it (reidkit index)")
     index = ApproximateIndex.load(path)
     index.check_fits(num_items, dim, metric)
     return index
