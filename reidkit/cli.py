@@ -134,15 +134,26 @@ def datasets_list() -> None:
 def datasets_stats(
     root: Annotated[Path, typer.Argument(help="folder the data set unpacks to")],
     name: Annotated[str, typer.Option("--name", "-n", help="data set name")] = "market1501",
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="a data set option KEY=VALUE (repeatable), e.g. split=3")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Identity, image and camera counts of a data set on disk.
 
-    Example: reidkit datasets stats data/Market-1501-v15.09.15 --name market1501
+    Examples: reidkit datasets stats data/Market-1501-v15.09.15 --name market1501
+              reidkit datasets stats my_people/ --name folder -o test_ids=50
     """
+    import yaml
+
     from reidkit.data import load_dataset
 
-    dataset = load_dataset(name, root)
+    opts = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        opts[key] = yaml.safe_load(value)
+    dataset = load_dataset(name, root, **opts)
     if _write_json(json_out, {"name": dataset.name, "root": str(root), "subsets": dataset.summary(),
                               "notes": dataset.notes}):
         return
@@ -153,7 +164,7 @@ def datasets_stats(
         table.add_row(subset, *(f"{counts[k]:,}" for k in ("ids", "images", "cams")))
     console.print(table)
     for note in dataset.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @datasets_app.command("synth")

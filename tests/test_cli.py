@@ -123,8 +123,6 @@ def test_extract_evaluate_rerank_visualize_search(model_and_data):
     assert hits[0]["distance"] <= hits[1]["distance"] <= hits[2]["distance"]
 
 
-@pytest.mark.xfail(strict=True, reason="check_same_model (retrieval/features.py) raises a plain "
-                   "ValueError; it must raise a ReidkitError for the CLI to print it as one line")
 def test_search_refuses_a_gallery_from_another_model(model_and_data, gallery_file, tmp_path):
     import torch
 
@@ -328,3 +326,17 @@ def test_a_huge_learning_rate_is_a_user_error(model_and_data, tmp_path):
 
     with pytest.raises(ReidkitError, match="the loss became nan at step 5; lower optim.lr"):
         TrainerBase.optimizer_step(SimpleNamespace(step=4), torch.tensor(float("nan")))
+
+
+def test_stats_of_identity_folders_with_a_carved_test_split(tmp_path):
+    for person, n in (("ann", 3), ("ben", 2), ("cat", 2)):
+        (tmp_path / person).mkdir()
+        for i in range(n):
+            (tmp_path / person / f"{i}_c{i + 1}.jpg").touch()
+    result = runner.invoke(app, ["datasets", "stats", str(tmp_path), "--name", "folder",
+                                 "-o", "test_ids=1", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    subsets = __import__("json").loads(result.stdout)["subsets"]
+    assert subsets["train"]["ids"] == 2 and subsets["query"] == {"ids": 1, "images": 1, "cams": 1}
+    one_line_error(runner.invoke(app, ["datasets", "stats", str(tmp_path), "--name", "folder",
+                                       "-o", "splits=2"]), "has no option splits")
