@@ -355,11 +355,12 @@ class ApproximateIndex:
         return index
 
     def check_fits(self, num_items: int, dim: int, metric: str) -> None:
-        """Raise ``ValueError`` unless this index was built from a gallery of that shape and metric."""
+        """Raise :class:`ApproximateIndexError` unless built from a gallery of that shape and metric."""
         if (num_items, dim, metric) != (self.num_items, self.dim, self.metric):
-            raise ApproximateIndexError(f"the approximate index was built for {self.num_items:,} x {self.dim} "
-                             f"{self.metric} features, not {num_items:,} x {dim} {metric}; rebuild "
-                             "it from this gallery (reidkit index)")
+            raise ApproximateIndexError(
+                f"the approximate index was built for {self.num_items:,} x {self.dim} {self.metric} "
+                f"features, not {num_items:,} x {dim} {metric}; rebuild it from this gallery "
+                "(reidkit index)")
 
     @property
     def nbytes(self) -> int:
