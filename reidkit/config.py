@@ -1,8 +1,10 @@
 """Typed training configuration: YAML recipes plus dotted command-line overrides.
 
 Every key, its default and its meaning live here, in one file. A recipe in ``configs/`` sets only
-what differs from these defaults. Unknown keys and wrongly typed values are rejected with a message
-that names the key, so a typo never silently trains the wrong model.
+what differs from these defaults and from the recipe it names as ``_base_`` (a shipped recipe or a
+file path relative to the recipe), which it extends section by section. Unknown keys and wrongly
+typed values are rejected with a message that names the key, so a typo never silently trains the
+wrong model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reidkit.errors import ReidkitError
 
 
 class _Loader(yaml.SafeLoader):
@@ -34,7 +38,7 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
-class ConfigError(ValueError):
+class ConfigError(ReidkitError, ValueError):
     """A recipe or override that cannot be used; the message names the offending key."""
 
 
@@ -50,11 +54,17 @@ class DataConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)  # passed to load_dataset (split=, ...)
     height: int = Field(384, gt=0)
     width: int = Field(128, gt=0)
+    # augmentation: the Pyramid release's values (flip 0.5, erasing 0.2 of area 0.02-0.4, no
+    # pad/crop, bicubic resize); YouReID adds pad 10 + random crop
     flip_p: float = Field(0.5, ge=0, le=1)
-    erase_p: float = Field(0.5, ge=0, le=1)
-    pad: int = Field(10, ge=0)
+    erase_p: float = Field(0.2, ge=0, le=1)
+    erase_max_area: float = Field(0.4, gt=0.02, le=1)  # largest erased share of the image
+    pad: int = Field(0, ge=0)  # zero padding before a random crop of the training size
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     num_workers: int = Field(2, ge=0)
-    val_ids: int = Field(0, ge=0)  # training ids held out to pick the best epoch (0: last epoch)
+    # training ids held out for validation curves and best-epoch choice; 0: train on all
+    # identities (as the papers do) and keep the last epoch. Never the test set.
+    val_ids: int = Field(0, ge=0)
 
 
 class ModelConfig(_Section):
@@ -69,9 +79,10 @@ class LossConfig(_Section):
     triplet_margin: float = Field(1.4, ge=0)
     soft_margin: bool = False
     normalize_features: bool = False  # triplet on L2-normalised features
-    # concat: one triplet loss on the concatenated feature (DESIGN); branches: one per branch's
-    # 128-d feature, summed (the authors' released train.py)
-    triplet_on: Literal["concat", "branches"] = "concat"
+    # branches: one batch-hard triplet per branch on its 128-d feature, summed (the released
+    # code: PersonReID-Pyramid 63ffd64 src/train.py, YouReID models/pyramid.py compute_loss);
+    # concat: one triplet on the concatenated 2,688-d feature
+    triplet_on: Literal["concat", "branches"] = "branches"
 
 
 class DynamicConfig(_Section):
@@ -83,6 +94,10 @@ class DynamicConfig(_Section):
     delta: float = Field(0.16, ge=0)
     update: Literal["iteration", "epoch"] = "iteration"
     fixed_weights: dict[str, float] = Field(default_factory=lambda: {"id": 1.0, "tp": 1.0})
+    # balanced: every step on the identity-balanced batch, the rule only picks the loss (the
+    # released code); switch: ID-only steps on random batches, joint steps on balanced ones (the
+    # paper). The triplet average is fed only by balanced batches in both.
+    sampler: Literal["balanced", "switch"] = "balanced"
 
 
 class SamplerConfig(_Section):
@@ -102,8 +117,8 @@ class SamplerConfig(_Section):
 
 class OptimConfig(_Section):
     name: Literal["sgd", "adam"] = "sgd"  # adam (no momentum/nesterov) suits short runs from scratch
-    lr: float = Field(0.01, gt=0)  # backbone
-    new_lr: float = Field(0.1, gt=0)  # layers that are not pretrained
+    lr: float = Field(0.01, gt=0, le=10)  # backbone
+    new_lr: float = Field(0.1, gt=0, le=10)  # layers that are not pretrained
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     nesterov: bool = False
@@ -111,16 +126,26 @@ class OptimConfig(_Section):
     warmup_factor: float = Field(0.1, gt=0, le=1)
     milestones: list[int] = Field(default_factory=lambda: [60, 70, 80, 90, 100])
     gamma: float = Field(0.5, gt=0)
+    # Caffe's lr_mult 2 / decay_mult 0 for biases (MTDnet's prototxts); 1 / true: PyTorch's way
+    bias_lr_factor: float = Field(1.0, gt=0)
+    bias_decay: bool = True
 
 
 class MTDNetConfig(_Section):
     """Settings of MTDnet training (used when model.name is mtdnet)."""
 
     triplets_per_batch: int = Field(128, gt=0)  # cross-camera triplets, built both ways
-    negatives_per_positive: int = Field(1, gt=0)
+    # all-pairs: every cross-camera positive pair both ways x negatives_per_positive, shuffled
+    # (the authors' BuildData_cuhk03.py, 10 negatives); anchors: per epoch each anchor image
+    # once with one random positive
+    triplet_sampling: Literal["all-pairs", "anchors"] = "all-pairs"
+    negatives_per_positive: int = Field(10, gt=0)
     margin: float = Field(1.0, ge=0)  # triplet margin on squared distances
     triplet_weight: float = Field(1.0, ge=0)  # 0: MTDnet-cls
     verification_weight: float = Field(1.0, ge=0)
+    # rank embeddings by the mean squared distance over original/mirrored images (the authors'
+    # ComputeAccuracy scripts); pair scores always average their 8 passes
+    eval_mirror: bool = True
     init_checkpoint: str | None = None  # fine-tune from a source-trained model file
     # cross-domain: a frozen copy of init_checkpoint's verification path fed source pairs
     cross_domain: bool = False
@@ -161,8 +186,9 @@ RECIPES = Path(__file__).parent / "configs"
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes shipped with reidkit (usable as ``--config NAME``)."""
-    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+    """Names of the recipes shipped with reidkit (usable as ``--config NAME``); bases (``_*``)
+    that recipes extend are left out."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def resolve_recipe(name_or_path: str | Path) -> Path:
@@ -170,7 +196,7 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = RECIPES / f"{path.stem}.yaml"
+    shipped = RECIPES / f"{path.stem}.yaml"  # also the bases, so that _base_: _pyramid works
     if path.suffix in ("", ".yaml") and path.parent == Path(".") and shipped.is_file():
         return shipped
     raise ConfigError(f"config {name_or_path} is neither a file nor a shipped recipe "
@@ -185,15 +211,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     raw: dict[str, Any] = {}
     if path is not None:
         path = resolve_recipe(path)
-        try:
-            raw = _yaml(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+        raw = _read_recipe(path, ())
     for item in overrides:
         _apply_override(raw, item)
-    return config_from_dict(raw, source=str(path) if path else "defaults")
+    source = f"{path} with overrides {' '.join(overrides)}" if overrides else str(path)
+    return config_from_dict(raw, source=source if path else "overrides")
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """A recipe's mapping with its ``_base_`` chain merged in (the recipe's own values win)."""
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: _base_ chain loops ({' -> '.join(p.name for p in chain)})")
+    try:
+        raw = _yaml(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("_base_", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: _base_ must name a recipe, got {base!r}")
+    relative = path.parent / base
+    base_path = relative if relative.is_file() else resolve_recipe(base)
+    return _merge(_read_recipe(base_path, (*chain, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``: sections merge key by key, other values are replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        # options dicts are replaced whole: a model's options do not mix with another model's
+        merged[key] = _merge(merged[key], value) if both and key != "options" else value
+    return merged
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:

@@ -64,15 +64,16 @@ def test_focal_weight_values():
     assert focal_weight(0.9375, 2.0) == pytest.approx(FL_ID_1, rel=1e-12)
 
 
-def test_initial_decision_is_id_loss_on_random_batches():
+def test_warm_up_is_id_loss_on_balanced_batches():
+    # the triplet average is fed by balanced batches only, so the warm-up must draw them
     scheduler = DynamicLossScheduler()
-    assert scheduler.decision == Decision("id", "random", ID_ONLY, None, None)
+    assert scheduler.decision == Decision("id", "balanced", ID_ONLY, None, None)
 
 
 def test_first_losses_only_initialise_the_averages():
     scheduler = DynamicLossScheduler()
     decision = scheduler.update(4.0, 1.0)
-    assert decision == Decision("id", "random", ID_ONLY, None, None)
+    assert decision == Decision("id", "balanced", ID_ONLY, None, None)
     state = scheduler.state_dict()
     assert state["k"] == {"id": 4.0, "tp": 1.0}
     assert state["p"] == {"id": None, "tp": None}
@@ -105,7 +106,7 @@ def test_fl_is_defined_from_each_task_second_loss():
     scheduler = DynamicLossScheduler()
     # No valid triplet at all yet: FL_tp undefined however many ID losses come in.
     for decision in feed(scheduler, [(4.0, None), (3.0, None), (2.0, None)]):
-        assert decision == Decision("id", "random", ID_ONLY, None, None)
+        assert decision == Decision("id", "balanced", ID_ONLY, None, None)
     assert scheduler.state_dict()["k"]["tp"] is None
     # First triplet loss: initialises k_tp only.
     assert scheduler.update(1.5, 1.0).fl is None
@@ -452,7 +453,8 @@ def test_property_matches_reference_and_weights_are_sane(losses, kwargs):
     assert [(d.objective, d.weights) for d in decisions] == reference_decisions(losses, **kwargs)
     for d in decisions:
         assert all(math.isfinite(w) and w >= 0 for w in d.weights.values())
-        assert d.sampler == ("random" if d.objective == "id" else "balanced")
+        warm_up = d.fl is None
+        assert d.sampler == ("random" if d.objective == "id" and not warm_up else "balanced")
         if d.fl is not None:
             assert all(math.isfinite(v) and v >= 0 for v in d.fl.values())
         if d.objective == "joint" and kwargs["combine"] == "focal-normalized":

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -38,7 +39,8 @@ def tiny(root, out, *extra):
 
 
 def test_batches_are_cross_camera_triplets_in_order(roots, tmp_path):
-    trainer = MTDNetTrainer(tiny(roots / "a", tmp_path, "mtdnet.triplets_per_batch=4"))
+    trainer = MTDNetTrainer(tiny(roots / "a", tmp_path, "mtdnet.triplets_per_batch=4",
+                                 "mtdnet.triplet_sampling=anchors", "mtdnet.negatives_per_positive=1"))
     images, pids, camids, _ = next(trainer.streams["target"])
     assert images.shape == (12, 3, SIZE, SIZE)
     a, p, n = pids[0::3], pids[1::3], pids[2::3]
@@ -46,6 +48,22 @@ def test_batches_are_cross_camera_triplets_in_order(roots, tmp_path):
     assert bool((camids[0::3] != camids[1::3]).all()) and torch.equal(camids[1::3], camids[2::3])
     # the pair's mirror follows it: anchor and positive swap roles
     assert torch.equal(pids[0::6], pids[3::6])
+
+
+def test_all_pairs_batches_follow_the_authors_list(roots, tmp_path):
+    trainer = MTDNetTrainer(tiny(roots / "a", tmp_path, "mtdnet.triplets_per_batch=8",
+                                 "mtdnet.negatives_per_positive=10"))
+    sampler = trainer.streams["target"].sampler.sampler
+    records = trainer.dataset.train
+    pids, cams = np.array([r.pid for r in records]), np.array([r.camid for r in records])
+    ordered_pairs = sum(int((cams[pids == p][:, None] != cams[pids == p][None, :]).sum())
+                        for p in np.unique(pids))
+    assert sampler.num_triplets == 10 * ordered_pairs
+    images, bpids, camids, _ = next(trainer.streams["target"])
+    assert images.shape == (24, 3, SIZE, SIZE)
+    a, p, n = bpids[0::3], bpids[1::3], bpids[2::3]
+    assert torch.equal(a, p) and bool((a != n).all())
+    assert bool((camids[0::3] != camids[1::3]).all()) and torch.equal(camids[1::3], camids[2::3])
 
 
 def test_steps_lower_the_loss_on_a_fixed_batch(roots, tmp_path):

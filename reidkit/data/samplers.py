@@ -349,6 +349,89 @@ class CrossCameraTripletSampler(_CrossCameraSampler):
         return [[tuple(t) for t in batch.reshape(-1, 3).tolist()] for batch in triplets]
 
 
+class AllPairsTripletSampler(_CrossCameraSampler):
+    """Every cross-camera positive pair, both ways, with ``negatives_per_positive`` negatives each.
+
+    The triplet list of the authors' ``BuildData/BuildData_cuhk03.py`` (cwhgn/MTDnet): for each
+    ordered pair ``(anchor, positive)`` of one identity in two different cameras, ``k`` triplets
+    whose negative identity is drawn uniformly from the other identities seen by the positive's
+    camera and whose negative image is uniform among that identity's images there (the authors'
+    "AAB" and "BBA" lists for CUHK03's two views); the list is shuffled. Like the authors' LMDB,
+    the list is drawn once (from ``seed``) and read in the same order every epoch; an epoch is one
+    pass, leftovers that do not fill a global step dropped. Consecutive steps take consecutive
+    slices, and the ranks split each global step.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        camids: Sequence[int],
+        triplets_per_batch: int = 128,
+        negatives_per_positive: int = 10,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(pids, camids, rank=rank, world_size=world_size, seed=seed)
+        _check_positive(triplets_per_batch=triplets_per_batch,
+                        negatives_per_positive=negatives_per_positive)
+        self.triplets_per_batch = triplets_per_batch
+        self.negatives_per_positive = negatives_per_positive
+        self._triplets = self._build(np.random.default_rng(seed))
+        self.num_triplets = len(self._triplets)
+        self.num_skipped_ids = self._num_pids - len(np.unique(self._pid[self._triplets[:, 0]]))
+        if len(self) == 0:
+            raise ValueError(f"only {self.num_triplets} triplets for {triplets_per_batch} per batch "
+                             f"x world_size {self.world_size}; lower the batch size")
+
+    def _build(self, rng: np.random.Generator) -> np.ndarray:
+        pid, cam, num_cams = self._pid, self._cam, self._num_cams
+        # images grouped by (identity, camera): group g holds index[start[g]:start[g] + size[g]]
+        group = pid * num_cams + cam
+        index = np.argsort(group, kind="stable")
+        keys, start, size = np.unique(group[index], return_index=True, return_counts=True)
+        by_pid = np.argsort(pid, kind="stable")
+        pairs = []
+        for images in np.split(by_pid, np.flatnonzero(np.diff(pid[by_pid])) + 1):
+            a, b = np.nonzero(cam[images][:, None] != cam[images][None, :])
+            pairs.append(np.stack([images[a], images[b]], 1))
+        anchor, positive = np.concatenate(pairs).T
+        if len(anchor) == 0:
+            raise ValueError("no identity has images in two cameras; cross-camera triplets need "
+                             "camera ids (check the data set's camids)")
+        k = self.negatives_per_positive
+        anchor, positive = np.repeat(anchor, k), np.repeat(positive, k)
+        # negative identity: uniform over the identities seen by the positive's camera, except
+        # the anchor's (rank r among them, skipping the anchor's own position)
+        cam_groups = [np.flatnonzero(keys % num_cams == c) for c in range(num_cams)]
+        target_cam = cam[positive]
+        negative = np.empty_like(anchor)
+        keep = np.ones(len(anchor), dtype=bool)
+        for c, groups in enumerate(cam_groups):
+            rows = np.flatnonzero(target_cam == c)
+            if len(rows) == 0:
+                continue
+            if len(groups) < 2:  # no other identity in this camera: no negative
+                keep[rows] = False
+                continue
+            own = np.searchsorted(keys[groups], pid[anchor[rows]] * num_cams + c)
+            pick = rng.integers(0, len(groups) - 1, size=len(rows))
+            pick += pick >= own
+            g = groups[pick]
+            negative[rows] = index[start[g] + rng.integers(0, size[g])]
+        triplets = np.stack([anchor, positive, negative], 1)[keep]
+        return triplets[rng.permutation(len(triplets))]
+
+    def __len__(self) -> int:
+        return self.num_triplets // (self.triplets_per_batch * self.world_size)
+
+    def _rank_batches(self, rng: np.random.Generator) -> list[list[IndexTriple]]:
+        steps = self._triplets[: len(self) * self.triplets_per_batch * self.world_size]
+        steps = steps.reshape(len(self), self.world_size, self.triplets_per_batch, 3)[:, self.rank]
+        return [[tuple(t) for t in batch.tolist()] for batch in steps]
+
+
 class CrossCameraPairSampler(_CrossCameraSampler):
     """Batches of ``(i, j, same)`` index pairs with ``i`` and ``j`` in different cameras.
 

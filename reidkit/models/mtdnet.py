@@ -25,11 +25,19 @@ Variants (``variant=``), the paper's ablations:
   (:mod:`reidkit.retrieval.pair_ranking`), the paper's MTDnet.
 * ``"trp"`` -- both tasks; the gallery is ranked by distances between ranking embeddings (MTDtrp).
 * ``"cls"`` -- the verification network alone (triplet weight 0): no ranking head.
-* ``"rnk"`` -- the ranking network alone: no verification head.
+* ``"rnk"`` -- the paper's ranking-only baseline, the authors' ``Nets/MTDnet-rnk``: the whole
+  CaffeNet on one image (conv1-conv5 with LRN before pooling as in AlexNet, fc6/fc7 4096, fc8 ->
+  ``rank_dim``), L2-normalised, trained with the triplet loss; no verification head.
+* ``"rnk-shallow"`` -- MTDtrp's network (conv1-conv2 + fc) trained alone with the triplet loss
+  (not in the paper; an ablation between ``rnk`` and ``trp``).
 
-``forward(images)`` returns the 512-d L2-normalised ranking embedding in train and eval mode, so
-the common feature extraction and evaluation work unchanged for ``trp``/``rnk`` (and give MTDtrp
-numbers for an ``mtd`` model). Training steps use :meth:`MTDNet.forward_triplets` with
+``forward(images)`` returns the L2-normalised ranking embedding in train and eval mode, so the
+common feature extraction and evaluation work unchanged for ``trp``/``rnk`` (and give MTDtrp
+numbers for an ``mtd`` model).
+
+``init="caffe"`` draws every layer that is not loaded from ImageNet as the authors' prototxts do
+(Gaussian weights, constant biases; :func:`caffe_init`); ``init="pytorch"`` keeps PyTorch's
+defaults. Training steps use :meth:`MTDNet.forward_triplets` with
 :class:`MTDNetLoss`.
 """
 
@@ -53,7 +61,8 @@ from reidkit.losses.verification import verification_loss
 from reidkit.models.weights import Pretrained, read_state_dict, resolve_pretrained
 
 TRUNKS = ("caffenet", "resnet18", "resnet50")
-VARIANTS = ("mtd", "trp", "cls", "rnk")
+VARIANTS = ("mtd", "trp", "cls", "rnk", "rnk-shallow")
+INITS = ("pytorch", "caffe")
 MAP_CHANNELS = 256  # channels of the shared maps (CaffeNet conv2; ResNet trunks project to it)
 _LAYER3_CHANNELS = {"resnet18": 256, "resnet50": 1024}
 
@@ -63,12 +72,14 @@ class CaffeNetTrunk(nn.Module):
 
     conv1 96 11x11/4, ReLU, max-pool 3/2, LRN(5, 1e-4, 0.75); conv2 256 5x5 pad 2 group 2, ReLU,
     max-pool 3/2, LRN. Pooling rounds up like Caffe's (identical sizes for 227x227 input).
+    ``lrn_first`` normalises before pooling (AlexNet's order, used by ``Nets/MTDnet-rnk``).
     """
 
     out_channels = MAP_CHANNELS
 
-    def __init__(self) -> None:
+    def __init__(self, lrn_first: bool = False) -> None:
         super().__init__()
+        self.lrn_first = lrn_first
         self.conv1 = nn.Conv2d(3, 96, kernel_size=11, stride=4)
         self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.norm1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
@@ -77,6 +88,9 @@ class CaffeNetTrunk(nn.Module):
         self.norm2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.lrn_first:
+            x = self.pool1(self.norm1(F.relu(self.conv1(x))))
+            return self.pool2(self.norm2(F.relu(self.conv2(x))))
         x = self.norm1(self.pool1(F.relu(self.conv1(x))))
         return self.norm2(self.pool2(F.relu(self.conv2(x))))
 
@@ -109,29 +123,49 @@ class ResNetTrunk(nn.Module):
         return self.neck(self.layer3(self.layer2(self.layer1(x))))
 
 
-class VerificationHead(nn.Module):
-    """CaffeNet conv3-fc8 over the channel-concatenated maps of two images.
+class CaffeNetHead(nn.Module):
+    """CaffeNet conv3-fc8 over maps of ``in_channels``: the deep layers of both MTDnet networks.
 
     conv3 384 3x3 pad 1, ReLU; conv4 384 3x3 pad 1 group 2, ReLU; conv5 256 3x3 pad 1 group 2,
-    ReLU; max-pool 3/2; fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2. ``fc_width``
+    ReLU; max-pool 3/2; fc6, ReLU, dropout; fc7, ReLU, dropout; fc8 ``out_dim``. ``fc_width``
     narrows fc6/fc7 (the paper's 4096 hold 40 M parameters: too heavy for CPU experiments).
     """
 
-    def __init__(self, map_channels: int, map_hw: tuple[int, int], dropout: float,
-                 fc_width: int = 4096) -> None:
+    def __init__(self, in_channels: int, map_hw: tuple[int, int], dropout: float,
+                 fc_width: int = 4096, out_dim: int = 2) -> None:
         super().__init__()
-        self.map_channels = map_channels
-        self.conv3 = nn.Conv2d(2 * map_channels, 384, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(in_channels, 384, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2)
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         pooled = [math.ceil((s - 3) / 2) + 1 for s in map_hw]
         self.fc6 = nn.Linear(256 * pooled[0] * pooled[1], fc_width)
         self.fc7 = nn.Linear(fc_width, fc_width)
-        self.fc8 = nn.Linear(fc_width, 2)
+        self.fc8 = nn.Linear(fc_width, out_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
+    def forward(self, maps: Tensor) -> Tensor:
+        """fc8's output (N, out_dim) for maps (N, in_channels, h, w)."""
+        return self.from_conv3(self.conv3(maps))
+
+    def from_conv3(self, pre: Tensor, return_fc7: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The head from conv3's output (N, 384, h, w), before its ReLU, to fc8."""
+        x = F.relu(self.conv5(F.relu(self.conv4(F.relu(pre)))))
+        x = self.dropout(F.relu(self.fc6(self.pool5(x).flatten(1))))
+        fc7 = self.fc7(x)
+        out = self.fc8(self.dropout(F.relu(fc7)))
+        return (out, fc7) if return_fc7 else out
+
+
+class VerificationHead(CaffeNetHead):
+    """CaffeNet conv3-fc8 over the channel-concatenated maps of two images; fc8 has 2 outputs."""
+
+    def __init__(self, map_channels: int, map_hw: tuple[int, int], dropout: float,
+                 fc_width: int = 4096) -> None:
+        super().__init__(2 * map_channels, map_hw, dropout, fc_width, out_dim=2)
+        self.map_channels = map_channels
+
+    def forward(  # type: ignore[override]
         self, maps_a: Tensor, maps_b: Tensor, return_fc7: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (N, 2) for pairs (a_i, b_i); with ``return_fc7`` also the pre-ReLU fc7 (N, 4096)."""
@@ -147,14 +181,6 @@ class VerificationHead(nn.Module):
         w = self.conv3.weight
         return (F.conv2d(maps, w[:, :c], self.conv3.bias, padding=1),
                 F.conv2d(maps, w[:, c:], padding=1))
-
-    def from_conv3(self, pre: Tensor, return_fc7: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """The head from conv3's output (N, 384, h, w), before its ReLU, to the logits."""
-        x = F.relu(self.conv5(F.relu(self.conv4(F.relu(pre)))))
-        x = self.dropout(F.relu(self.fc6(self.pool5(x).flatten(1))))
-        fc7 = self.fc7(x)
-        logits = self.fc8(self.dropout(F.relu(fc7)))
-        return (logits, fc7) if return_fc7 else logits
 
 
 @dataclass
@@ -193,8 +219,11 @@ class MTDNet(nn.Module):
         caffe_input: bool | None = None,
         pretrained: Pretrained = None,
         fc_width: int = 4096,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown MTDnet init {init!r}; choose one of {', '.join(INITS)}")
         if not isinstance(fc_width, int) or fc_width < 2:
             raise ValueError(f"fc_width must be an int >= 2, got {fc_width!r}")
         if trunk not in TRUNKS:
@@ -214,21 +243,27 @@ class MTDNet(nn.Module):
         self.config: dict[str, Any] = {
             "name": "mtdnet", "trunk": trunk, "rank_dim": rank_dim, "dropout": dropout,
             "input_size": [height, width], "variant": variant, "caffe_input": caffe_input,
-            "pretrained": None, "fc_width": fc_width,
+            "pretrained": None, "fc_width": fc_width, "init": init,
         }
         self.variant = variant
         self.caffe_input = caffe_input
-        self.trunk = CaffeNetTrunk() if trunk == "caffenet" else ResNetTrunk(trunk)
+        deep_rank = variant == "rnk"
+        self.trunk = CaffeNetTrunk(lrn_first=deep_rank) if trunk == "caffenet" else ResNetTrunk(trunk)
         self.trunk.eval()  # the shape probe must not touch BatchNorm statistics
         with torch.no_grad():
             self.map_shape: tuple[int, int, int] = tuple(
                 self.trunk(torch.zeros(1, 3, height, width)).shape[1:])
         self.trunk.train()
         self.rank_fc: nn.Linear | None = (
-            None if variant == "cls" else nn.Linear(math.prod(self.map_shape), rank_dim))
+            None if variant in ("cls", "rnk") else nn.Linear(math.prod(self.map_shape), rank_dim))
+        self.rank_head: CaffeNetHead | None = (
+            CaffeNetHead(self.map_shape[0], self.map_shape[1:], dropout, fc_width, rank_dim)
+            if deep_rank else None)
         self.verifier: VerificationHead | None = (
-            None if variant == "rnk"
+            None if variant.startswith("rnk")
             else VerificationHead(self.map_shape[0], self.map_shape[1:], dropout, fc_width))
+        if init == "caffe":
+            caffe_init(self)
         if trunk != "caffenet":
             state = resolve_pretrained(trunk, pretrained)
         elif pretrained is True:
@@ -258,8 +293,15 @@ class MTDNet(nn.Module):
             images = images[:, [2, 1, 0]] * 255.0  # RGB in [0, 1] -> Caffe's BGR in [0, 255]
         return self.trunk(images)
 
+    @property
+    def has_ranking(self) -> bool:
+        """Whether this variant has a ranking embedding (every variant but ``cls``)."""
+        return self.rank_fc is not None or self.rank_head is not None
+
     def rank_embedding(self, maps: Tensor) -> Tensor:
         """The L2-normalised ranking embedding (N, rank_dim) of trunk maps."""
+        if self.rank_head is not None:
+            return F.normalize(self.rank_head(maps), dim=1)
         if self.rank_fc is None:
             raise ValueError("the 'cls' MTDnet variant has no ranking head; rank its gallery by "
                              "pair scores (reidkit.retrieval.pair_ranking)")
@@ -274,8 +316,8 @@ class MTDNet(nn.Module):
         contrastive loss.
         """
         if self.verifier is None:
-            raise ValueError("the 'rnk' MTDnet variant has no verification head; rank its gallery "
-                             "by embedding distances")
+            raise ValueError(f"the {self.variant!r} MTDnet variant has no verification head; rank "
+                             "its gallery by embedding distances")
         return self.verifier(maps_a, maps_b, return_fc7=return_fc7)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -291,7 +333,7 @@ class MTDNet(nn.Module):
                              f"{tuple(negative.shape)}")
         maps = self.trunk_features(torch.cat([anchor, positive, negative]))
         emb: Sequence[Tensor | None] = (
-            (None, None, None) if self.rank_fc is None else self.rank_embedding(maps).split(n))
+            self.rank_embedding(maps).split(n) if self.has_ranking else (None, None, None))
         pos_logits = neg_logits = pos_fc7 = neg_fc7 = None
         if self.verifier is not None:
             ma, mp, mn = maps.split(n)
@@ -361,7 +403,7 @@ class CrossDomainMTDNet(nn.Module):
         for role, net in (("target", target), ("source", source)):
             if net.verifier is None:
                 raise ValueError(f"the cross-domain architecture needs a verification head, but "
-                                 f"the {role} network is the 'rnk' variant")
+                                 f"the {role} network is the {net.variant!r} variant")
         self.target = target
         self.source = copy.deepcopy(source).requires_grad_(False).eval()
 
@@ -424,6 +466,7 @@ def build_mtdnet(
     caffe_input: bool | None = None,
     pretrained: Pretrained = None,
     fc_width: int = 4096,
+    init: str = "pytorch",
     name: str = "mtdnet",
 ) -> MTDNet:
     """Registry constructor (options as :class:`MTDNet`); ``build_mtdnet(**model.config)`` rebuilds.
@@ -435,7 +478,40 @@ def build_mtdnet(
         raise ValueError(f"build_mtdnet builds 'mtdnet' models, not {name!r}")
     return MTDNet(trunk=trunk, rank_dim=rank_dim, dropout=dropout, input_size=input_size,
                   variant=variant, caffe_input=caffe_input, pretrained=pretrained,
-                  fc_width=fc_width)
+                  fc_width=fc_width, init=init)
+
+
+# Caffe initialisation ------------------------------------------------------------------------
+
+# (weight std, bias) per layer, from the weight_filler / bias_filler of the authors' prototxts:
+# Nets/MTDnet/train_val.prototxt (the multi-task network; "feat" is the ranking fc) and
+# Nets/MTDnet-rnk/train_val.prototxt (the deep ranking network, AlexNet's 0.1 biases).
+_CAFFE_FILLERS = {
+    "mtdnet": {"conv1": (0.01, 0.0), "conv2": (0.01, 0.0), "conv3": (0.01, 0.0),
+               "conv4": (0.01, 0.0), "conv5": (0.01, 0.0), "rank_fc": (0.005, 0.1),
+               "fc6": (0.005, 0.0), "fc7": (0.005, 0.0), "fc8": (0.01, 0.0)},
+    "rnk": {"conv1": (0.01, 0.0), "conv2": (0.01, 0.1), "conv3": (0.01, 0.0),
+            "conv4": (0.01, 0.1), "conv5": (0.01, 0.1), "fc6": (0.005, 0.1),
+            "fc7": (0.005, 0.1), "fc8": (0.005, 0.1)},
+}
+
+
+@torch.no_grad()
+def caffe_init(model: MTDNet) -> None:
+    """Gaussian weights and constant biases as the authors' prototxts fill them.
+
+    A ResNet trunk keeps torchvision's initialisation (only the CaffeNet layers have fillers).
+    """
+    fillers = _CAFFE_FILLERS["rnk" if model.variant == "rnk" else "mtdnet"]
+    for name, module in model.named_modules():
+        layer = name.rsplit(".", 1)[-1]
+        if layer not in fillers or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        if name.startswith("trunk.") and model.config["trunk"] != "caffenet":
+            continue
+        std, bias = fillers[layer]
+        nn.init.normal_(module.weight, 0.0, std)
+        nn.init.constant_(module.bias, bias)
 
 
 # ImageNet initialisation of the trunk --------------------------------------------------------
@@ -471,7 +547,36 @@ def load_trunk_weights(model: MTDNet, path: str | Path) -> list[str]:
     return _load_trunk_state(model, read_state_dict(path), str(path))
 
 
+# The deep ranking network (variant rnk) starts from all of CaffeNet: conv3-fc7 by name, or in a
+# sequential port with LRN modules (features.8/10/12) or without (features.6/8/10).
+_CAFFENET_HEAD_KEYS: dict[str, tuple[str, ...]] = {
+    f"{layer}.{kind}": (f"{layer}.{kind}", *(f"features.{i}.{kind}" for i in idx),
+                        f"rank_head.{layer}.{kind}")
+    for layer, idx in (("conv3", (8, 6)), ("conv4", (10, 8)), ("conv5", (12, 10)),
+                       ("fc6", ()), ("fc7", ()))
+    for kind in ("weight", "bias")
+}
+
+
 def _load_trunk_state(model: MTDNet, state: Mapping[str, Tensor], source: str) -> list[str]:
+    loaded = _load_trunk_only(model, state, source)
+    if model.rank_head is None or model.config["trunk"] != "caffenet":
+        return loaded
+    # the rnk network is initialised from all of CaffeNet: its conv3-fc7 too, where the file has them
+    own = model.rank_head.state_dict()
+    found = {k: next(n for n in names if n in state) for k, names in _CAFFENET_HEAD_KEYS.items()
+             if any(n in state for n in names)}
+    wrong = [f"{k}: file {tuple(state[src].shape)} vs model {tuple(own[k].shape)}"
+             for k, src in found.items() if state[src].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"weights in {source} do not fit the rnk network's conv3-fc7 "
+                         f"({'; '.join(wrong[:4])}): CaffeNet's fc6 expects 227x227 input and "
+                         "fc_width 4096")
+    model.rank_head.load_state_dict({k: state[src] for k, src in found.items()}, strict=False)
+    return sorted(loaded + [f"rank_head.{k}" for k in found])
+
+
+def _load_trunk_only(model: MTDNet, state: Mapping[str, Tensor], source: str) -> list[str]:
     own = model.trunk.state_dict()
     if model.config["trunk"] == "caffenet":
         candidates = _CAFFENET_KEYS

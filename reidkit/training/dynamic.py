@@ -11,9 +11,15 @@ For each task ``t`` in ``{"id", "tp"}`` and update ``r`` (an iteration, or an ep
     p_r = min(k_r, k_{r-1}) / k_{r-1}
     FL(p, lam) = -(1 - p)^lam * log(p)
 
-If ``FL_tp / FL_id < delta`` the next step optimises the ID loss alone on a randomly sampled batch;
-otherwise it optimises ``w_id * L_id + w_tp * L_tp`` on an identity-balanced batch, with the weights
-set by ``combine``:
+If ``FL_tp / FL_id < delta`` the next step optimises the ID loss alone; otherwise it optimises
+``w_id * L_id + w_tp * L_tp``. ``sampler`` says which batches feed the steps:
+
+- ``"switch"`` (the paper): ID-only steps draw a random batch, joint steps an identity-balanced
+  (P x K) batch;
+- ``"balanced"`` (the released code, PersonReID-Pyramid 63ffd64 ``src/train.py`` and YouReID
+  ``models/pyramid.py``): every step draws the balanced batch; the rule only picks the loss.
+
+The joint weights are set by ``combine``:
 
 - ``"focal"`` (the paper): ``w_t = FL_t``;
 - ``"sum"`` (the authors' released code): ``w_t = 1``;
@@ -26,10 +32,16 @@ Conventions where the paper is silent:
 - **First loss.** A task's first loss only initialises its average: ``k_{-1} = L_0`` gives
   ``k_0 = L_0`` and ``p_0 = 1`` whatever the loss, so ``FL_0 = 0`` carries no information and is
   not used. A task's FL is defined from the update that brings its *second* loss on (``p_1``).
-  Until both tasks have an FL the objective is ID alone on random batches (except with
+  Until both tasks have an FL the objective is ID alone on balanced batches (except with
   ``combine="fixed"``), and ``Decision.fl`` and ``Decision.p`` are None.
 - **No valid triplet.** ``tp_loss=None`` leaves the triplet task untouched: its ``k`` and ``p``
   (hence ``FL_tp``) keep their values and the update does not count as one of its losses.
+- **Triplet values from balanced batches only.** A random batch of 64 on Market-1501 has about 5
+  anchors with a positive, so its batch-hard triplet value is a different, lower and noisier
+  quantity; feeding it to the average would make the decisions follow the sampler instead of
+  learning progress. The trainer therefore passes ``tp_loss=None`` for steps on random batches
+  (only ``"switch"`` has them). With ``"switch"`` the warm-up steps (before both tasks have an FL)
+  are ID-only steps on *balanced* batches, so that the triplet task gets its first two values.
 - **Zero values.** ``FL_id == 0`` (the ID average did not fall) selects the joint objective, as
   the paper says, without dividing by zero; with ``combine="focal"`` that joint step gives the ID
   loss weight 0 (and the triplet loss too when ``FL_tp`` is 0). A zero average ``k_{r-1} = 0``
@@ -66,12 +78,14 @@ from typing import Any, Literal, get_args
 
 Objective = Literal["id", "joint"]
 Sampler = Literal["random", "balanced"]
+SamplerMode = Literal["balanced", "switch"]
 Combine = Literal["focal", "sum", "focal-normalized", "fixed"]
 UpdateMode = Literal["iteration", "epoch"]
 
 TASKS = ("id", "tp")
 COMBINE_MODES: tuple[str, ...] = get_args(Combine)
 UPDATE_MODES: tuple[str, ...] = get_args(UpdateMode)
+SAMPLER_MODES: tuple[str, ...] = get_args(SamplerMode)
 _STATE_VERSION = 1
 
 
@@ -147,6 +161,8 @@ class DynamicLossScheduler:
         update: ``"iteration"`` (the paper) or ``"epoch"`` (decide once per epoch on mean losses).
         fixed_weights: ``{"id": w, "tp": w}``, required with ``combine="fixed"``, ignored otherwise
             (a config may carry them whatever the mode).
+        sampler: ``"switch"`` (the paper: random batches for ID-only steps) or ``"balanced"``
+            (the released code: balanced batches for every step).
 
     Use: read :attr:`decision` before a step, call :meth:`update` after it (and :meth:`end_epoch`
     at the end of each epoch). See the module docstring for the exact conventions.
@@ -160,6 +176,7 @@ class DynamicLossScheduler:
         combine: Combine = "focal",
         update: UpdateMode = "iteration",
         fixed_weights: Mapping[str, float] | None = None,
+        sampler: SamplerMode = "switch",
     ) -> None:
         self.alpha = _check_param("alpha", alpha, 0.0, 1.0, True)
         self.lam = _check_param("lam", lam, 0.0, math.inf, False)
@@ -168,10 +185,13 @@ class DynamicLossScheduler:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_MODES)}; got {combine!r}")
         if update not in UPDATE_MODES:
             raise ValueError(f"update must be one of {', '.join(UPDATE_MODES)}; got {update!r}")
+        if sampler not in SAMPLER_MODES:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLER_MODES)}; got {sampler!r}")
         if combine == "fixed" and fixed_weights is None:
             raise ValueError('combine="fixed" needs fixed_weights, e.g. {"id": 1.0, "tp": 1.0}')
         self.combine: Combine = combine
         self.update_mode: UpdateMode = update
+        self.sampler_mode: SamplerMode = sampler
         self.fixed_weights = _check_fixed_weights(fixed_weights) if combine == "fixed" else None
         # k: latest average (None before the first loss); p: latest ratio (None before the second).
         self._k: dict[str, float | None] = dict.fromkeys(TASKS)
@@ -275,6 +295,7 @@ class DynamicLossScheduler:
             "delta": self.delta,
             "combine": self.combine,
             "update": self.update_mode,
+            "sampler": self.sampler_mode,
             "fixed_weights": None if self.fixed_weights is None else dict(self.fixed_weights),
         }
 
@@ -315,7 +336,9 @@ class DynamicLossScheduler:
         if self.fixed_weights is not None:
             return Decision("joint", "balanced", dict(self.fixed_weights), fl, p)
         if fl is None or (fl["id"] > 0.0 and fl["tp"] / fl["id"] < self.delta):
-            return Decision("id", "random", {"id": 1.0, "tp": 0.0}, fl, p)
+            # switch mode's warm-up stays on balanced batches: the triplet task needs values
+            random = self.sampler_mode == "switch" and fl is not None
+            return Decision("id", "random" if random else "balanced", {"id": 1.0, "tp": 0.0}, fl, p)
         if self.combine == "focal":
             weights = dict(fl)
         elif self.combine == "sum":

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from reidkit.config import Config
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset
 from reidkit.data.loader import ImageDataset, build_test_loader
-from reidkit.data.samplers import CrossCameraTripletSampler, FlattenedBatchSampler
+from reidkit.data.samplers import AllPairsTripletSampler, CrossCameraTripletSampler, FlattenedBatchSampler
 from reidkit.data.transforms import build_transforms
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.inference import extract_features
@@ -37,7 +37,7 @@ from reidkit.retrieval.pair_ranking import pair_distance_matrix
 from reidkit.training.base import TrainerBase
 from reidkit.training.streams import BatchStream
 
-_HEADS = ("rank_fc.", "verifier.")
+_HEADS = ("rank_fc.", "rank_head.", "verifier.")
 
 
 def load_mtdnet(path: str | Path, map_location: str | torch.device = "cpu") -> MTDNet:
@@ -63,7 +63,7 @@ def init_from_checkpoint(model: MTDNet, path: str | Path) -> list[str]:
         raise CheckpointError(f"mtdnet.init_checkpoint {path} holds a {config.get('name')!r} "
                               "model, not an MTDnet")
     for key in ("trunk", "input_size", "rank_dim"):
-        if config.get(key) != model.config[key] and not (key == "rank_dim" and model.rank_fc is None):
+        if config.get(key) != model.config[key] and not (key == "rank_dim" and not model.has_ranking):
             raise CheckpointError(
                 f"mtdnet.init_checkpoint {path} has {key}={config.get(key)!r} but this run "
                 f"builds {key}={model.config[key]!r}; set the model options to match the file")
@@ -157,12 +157,19 @@ class MTDNetTrainer(TrainerBase):
         return CrossDomainMTDNet(model, source).to(self.device)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        """Trunk at ``optim.lr``, heads at ``optim.new_lr``; the frozen source is left out."""
+        """Trunk at ``optim.lr``, heads at ``optim.new_lr``, biases at ``optim.bias_lr_factor``
+        times that and without weight decay unless ``optim.bias_decay`` (Caffe's lr_mult 2 /
+        decay_mult 0 in the authors' prototxts); the frozen source is left out."""
         o = self.cfg.optim
-        trunk = list(self.target.trunk.parameters())
-        trunk_ids = {id(p) for p in trunk}
-        heads = [p for p in self.target.parameters() if id(p) not in trunk_ids]
-        groups = [{"params": trunk, "lr": o.lr}, {"params": heads, "lr": o.new_lr}]
+        trunk_ids = {id(p) for p in self.target.trunk.parameters()}
+        groups = []
+        for name, param in self.target.named_parameters():
+            lr = o.lr if id(param) in trunk_ids else o.new_lr
+            decay = o.weight_decay
+            if name.endswith(".bias"):
+                lr, decay = lr * o.bias_lr_factor, decay if o.bias_decay else 0.0
+            groups.append({"params": [param], "lr": lr, "weight_decay": decay})
+        groups = _merge_groups(groups)
         if o.name == "adam":
             return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
@@ -180,9 +187,9 @@ class MTDNetTrainer(TrainerBase):
 
     def _stream(self, records: list[ImageRecord], stream_id: int) -> BatchStream:
         m = self.cfg.mtdnet
-        sampler = CrossCameraTripletSampler(
-            [r.pid for r in records], [r.camid for r in records], m.triplets_per_batch,
-            m.negatives_per_positive, rank=0, world_size=1, seed=self.cfg.train.seed)
+        kind = AllPairsTripletSampler if m.triplet_sampling == "all-pairs" else CrossCameraTripletSampler
+        sampler = kind([r.pid for r in records], [r.camid for r in records], m.triplets_per_batch,
+                       m.negatives_per_positive, rank=0, world_size=1, seed=self.cfg.train.seed)
         return BatchStream(ImageDataset(records, self._transform(train=True)),
                            FlattenedBatchSampler(sampler, fields=3), seed=self.cfg.train.seed,
                            stream_id=stream_id, num_workers=self.cfg.data.num_workers,
@@ -227,7 +234,8 @@ class MTDNetTrainer(TrainerBase):
         embedding distances.
         """
         return evaluate_records(self.target, query, gallery, batch_size=self.cfg.sampler.batch_size,
-                                num_workers=self.cfg.data.num_workers, device=self.device)
+                                num_workers=self.cfg.data.num_workers, device=self.device,
+                                mirror=self.cfg.mtdnet.eval_mirror)
 
     def status(self, record: dict[str, Any]) -> str:
         return _status(record)
@@ -244,18 +252,42 @@ def model_distances(
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    mirror: bool = False,
+    ranks_by: str | None = None,
 ) -> np.ndarray:
-    """Query x gallery distances: pair scores for ``model.ranks_by == "pairs"``, else Euclidean
-    distances of the model's features. Images are resized to ``height`` x ``width``."""
+    """Query x gallery distances: pair scores when ``ranks_by`` (default: ``model.ranks_by``) is
+    ``"pairs"``, else Euclidean distances of the model's features (``"embedding"``, e.g. to rank
+    an ``mtd`` model as MTDtrp). Images are resized to ``height`` x ``width``.
+
+    ``mirror`` ranks embeddings as the authors' ``ComputeAccuracy/GetAccuracyfromFeatures.py``
+    does: the mean of the four squared distances between original and mirrored query and gallery
+    images (pair scores always average their 8 passes)."""
     transform = build_transforms(height, width, train=False, normalize=normalize)
     q_loader, g_loader = (build_test_loader(r, transform, batch_size=batch_size,
                                             num_workers=num_workers) for r in (query, gallery))
     model = model.to(device)
-    if getattr(model, "ranks_by", "embedding") == "pairs":
+    if (ranks_by or getattr(model, "ranks_by", "embedding")) == "pairs":
         return pair_distance_matrix(model, q_loader, g_loader, batch_size=batch_size,
                                     progress=False)
-    qf, gf = (extract_features(model, loader, device) for loader in (q_loader, g_loader))
-    return compute_distance(qf, gf, metric="euclidean")
+    if not mirror:
+        qf, gf = (extract_features(model, loader, device) for loader in (q_loader, g_loader))
+        return compute_distance(qf, gf, metric="euclidean")
+    return mirror_distances(*(extract_features(model, loader, device) for loader in
+                              (q_loader, _mirrored(q_loader), g_loader, _mirrored(g_loader))))
+
+
+def _mirrored(loader: Any) -> Any:
+    return ((batch[0].flip(-1), *batch[1:]) for batch in loader)
+
+
+def mirror_distances(query: np.ndarray, query_mirror: np.ndarray, gallery: np.ndarray,
+                     gallery_mirror: np.ndarray) -> np.ndarray:
+    """``mean over {q, q'} x {g, g'} of |q - g|^2``, computed as ``|q_m - g_m|^2 + s_q + s_g``
+    with ``x_m`` the mean of an image's two features and ``s_x = |x - x'|^2 / 4`` their spread."""
+    qm, gm = (query + query_mirror) / 2, (gallery + gallery_mirror) / 2
+    spread_q = np.square(query - query_mirror).sum(1) / 4
+    spread_g = np.square(gallery - gallery_mirror).sum(1) / 4
+    return compute_distance(qm, gm, metric="sqeuclidean") + spread_q[:, None] + spread_g[None, :]
 
 
 def evaluate_records(
@@ -266,12 +298,13 @@ def evaluate_records(
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    mirror: bool = True,
 ) -> dict[str, float]:
     """mAP / rank-1 / rank-5 / mINP of an MTDnet under the ``market1501`` protocol."""
     height, width = model.config["input_size"]
     distmat = model_distances(model, query, gallery, height=height, width=width,
                               normalize=not model.caffe_input, batch_size=batch_size,
-                              num_workers=num_workers, device=device)
+                              num_workers=num_workers, device=device, mirror=mirror)
     result = evaluate_rank(distmat, np.array([r.pid for r in query]),
                            np.array([r.pid for r in gallery]), np.array([r.camid for r in query]),
                            np.array([r.camid for r in gallery]), max_rank=min(50, len(gallery)))
@@ -295,6 +328,15 @@ def split_validation(records: list[ImageRecord]) -> tuple[list[ImageRecord], lis
         raise ValueError("no validation identity is seen by two cameras; raise data.val_ids or "
                          "set it to 0 to keep the last epoch")
     return query, gallery
+
+
+def _merge_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One optimiser group per distinct (lr, weight decay), parameters in model order."""
+    merged: dict[tuple[float, float], dict[str, Any]] = {}
+    for g in groups:
+        key = (g["lr"], g["weight_decay"])
+        merged.setdefault(key, {"params": [], "lr": key[0], "weight_decay": key[1]})["params"] += g["params"]
+    return list(merged.values())
 
 
 def _status(record: dict[str, Any]) -> str:

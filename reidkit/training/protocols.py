@@ -107,12 +107,14 @@ def evaluate_split(
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    mirror: bool = True,
 ) -> SplitResult:
     """Single-shot CMC at ``ranks`` and mAP of ``model`` on ``dataset``'s query and gallery.
 
     MTDnet pair-ranking variants are scored by verification pairs, other models by Euclidean
     feature distances. ``height``/``width`` default to the model's fixed input size (MTDnet);
     ``normalize`` (ImageNet mean/std) defaults to off for Caffe-convention models, on otherwise.
+    ``mirror`` averages embedding distances over mirrored images as the authors' scripts do.
     """
     size = getattr(model, "config", {}).get("input_size")
     height = height or (size[0] if size else None)
@@ -126,7 +128,7 @@ def evaluate_split(
         raise ValueError(f"{dataset.name} split {dataset.split} has no query or gallery images")
     distmat = model_distances(model, dataset.query, dataset.gallery, height=height, width=width,
                               normalize=normalize, batch_size=batch_size, num_workers=num_workers,
-                              device=device)
+                              device=device, mirror=mirror)
     protocol = "cuhk03" if dataset.name.startswith("cuhk03") else "market1501"
     max_rank = min(max(ranks), len(dataset.gallery))
     result = evaluate_rank(distmat, np.array([r.pid for r in dataset.query]),

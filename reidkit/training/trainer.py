@@ -43,7 +43,7 @@ class Trainer(TrainerBase):
         d = cfg.dynamic
         self.scheduler = DynamicLossScheduler(alpha=d.alpha, lam=d.lam, delta=d.delta,
                                               combine=d.combine, update=d.update,
-                                              fixed_weights=d.fixed_weights)
+                                              fixed_weights=d.fixed_weights, sampler=d.sampler)
         self.triplet = TripletLoss(margin=cfg.loss.triplet_margin, soft_margin=cfg.loss.soft_margin,
                                    normalize=cfg.loss.normalize_features)
         self.streams = self._build_streams()
@@ -105,7 +105,8 @@ class Trainer(TrainerBase):
     def _build_streams(self) -> dict[str, BatchStream]:
         c, s, seed = self.cfg.data, self.cfg.sampler, self.cfg.train.seed
         transform = build_transforms(c.height, c.width, train=True, flip_p=c.flip_p, pad=c.pad,
-                                     erase_p=c.erase_p)
+                                     erase_p=c.erase_p, erase_max_area=c.erase_max_area,
+                                     interpolation=c.interpolation)
         train_set = ImageDataset(self.dataset.train, transform)
         pids = [r.pid for r in self.dataset.train]
         dist = {"rank": self.dist.rank, "world_size": self.dist.world_size, "seed": seed}
@@ -139,8 +140,9 @@ class Trainer(TrainerBase):
                 loss = loss + decision.weights["tp"] * trip.loss
         lr = self.optimizer_step(loss)
         # every rank must decide alike: average the ID loss over ranks, and the triplet loss over
-        # the ranks whose batch had a valid triplet
-        valid = trip.num_valid > 0
+        # the ranks whose batch had a valid triplet; a random batch's triplet value measures
+        # something else (few anchors have a positive) and never feeds the average
+        valid = trip.num_valid > 0 and decision.sampler == "balanced"
         id_sum, tp_sum, tp_count = self.dist.sum(
             [loss_id.item(), trip.loss.item() if valid else 0.0, float(valid)])
         id_value = id_sum / self.dist.world_size
@@ -176,6 +178,7 @@ class Trainer(TrainerBase):
 
     def extract(self, records: list[ImageRecord]) -> np.ndarray:
         c = self.cfg.data
-        loader = build_test_loader(records, build_transforms(c.height, c.width, train=False),
+        transform = build_transforms(c.height, c.width, train=False, interpolation=c.interpolation)
+        loader = build_test_loader(records, transform,
                                    batch_size=self.cfg.sampler.batch_size, num_workers=c.num_workers)
         return extract_features(self.bare_model, loader, self.device)

@@ -3,7 +3,8 @@
 Files ``0001001.jpg``: a 4-digit person and a 3-digit image index, in ``images/`` (the common
 re-ID packaging) or ``i-LIDS_Pedestrian/Persons/`` (the original archive).
 
-The release has no camera labels. Protocol: 10 seeded splits of 59 training / 60 test identities;
+The release has no camera labels. Protocol: 10 seeded splits of 60 training / 59 test identities
+(MTDnet's recorded split, ``BuildData/BuildData_iLIDS.py``);
 per test identity two images are drawn at random, the first is the query (camid 0) and the second
 the gallery entry (camid 1). Training images get camids 0/1 alternately in file order, so that
 cross-camera samplers find both "views" of every identity with two or more images.
@@ -40,8 +41,8 @@ def _pick_two(images: Sequence[ImageRecord], rng: np.random.Generator) -> tuple[
 
 
 @register("ilids", "qmulilids")
-def load_ilids(root: Path, *, split: int = 0, test_ids: int = 60, seed: int = 0) -> ReIDDataset:
-    """QMUL i-LIDS split ``split`` (0..9) with ``test_ids`` test identities (60 by default)."""
+def load_ilids(root: Path, *, split: int = 0, test_ids: int = 59, seed: int = 0) -> ReIDDataset:
+    """QMUL i-LIDS split ``split`` (0..9) with ``test_ids`` test identities (59 by default)."""
     check_split(split, NUM_SPLITS, "ilids")
     for sub in _FOLDERS:
         folder = root / sub

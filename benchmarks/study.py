@@ -1,0 +1,540 @@
+"""Do the papers' claims hold? A resumable, multi-seed study on synthetic pedestrians.
+
+Run:  nice -n 15 .venv/bin/python benchmarks/study.py [--scale cpu|gpu] [--seeds 0 1 2]
+      .venv/bin/python benchmarks/study.py --report     # only rewrite the report
+
+Every run is one arm (a model and a training scheme) with one seed. It trains until its validation
+score (mAP on training identities held out from training, never the test set) has not improved
+for ``patience`` evaluations or the step budget ends, and is tested with its best-validation
+weights. Each finished run writes ``benchmarks/results/study/<arm>__s<seed>.json``; a rerun skips
+finished runs, so the study can span sessions and machines (``--scale gpu`` on a lent GPU). The
+learning rate of every arm is chosen on validation by a small sweep (factors ``LR_FACTORS`` of
+its base rate) with the first seed; the other seeds reuse the chosen rate. The report,
+``benchmarks/results/study.md`` (+ ``study_curves.png``), gives per claim the paired per-seed
+difference of test mAP with its 95 % t-interval and a verdict: "reproduced" (interval above 0),
+"not reproduced" (interval below 0), otherwise "undecided at this budget". An MTDnet arm whose
+training pair accuracy is still near chance (< 60 %) is reported as not trained.
+
+Protocol, fixed before running: synthetic data of reidkit.data.synthetic with misaligned boxes
+(the failure Pyramid targets), domain "a" with 150 training and 100 test identities (Market-1501
+protocol for Pyramid; single-shot, one query and one gallery image per test identity in two
+cameras, for MTDnet as in its papers' data sets), 20 training identities held out for validation;
+domain "b" (other camera styles and clothing) with 30 training identities as the small target of
+the cross-domain claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reidkit.config import Config, load_config  # noqa: E402
+from reidkit.data import ImageRecord, ReIDDataset, load_dataset  # noqa: E402
+from reidkit.data.synthetic import generate  # noqa: E402
+from reidkit.evaluation import evaluate_rank  # noqa: E402
+from reidkit.models.io import save_model  # noqa: E402
+from reidkit.training.mtdnet_trainer import MTDNetTrainer, model_distances  # noqa: E402
+from reidkit.training.trainer import Trainer  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "study"  # --results moves both
+LR_FACTORS = (0.5, 1.0, 2.0)
+VAL_IDS = {"a": 20, "b": 10}  # training identities held out for validation, per domain
+quiet = Console(stderr=True, quiet=True)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Model sizes and budgets of one study scale."""
+
+    pyramid: tuple[str, ...]
+    mtdnet: tuple[str, ...]
+    pyramid_lr: tuple[float, float]  # backbone, new layers
+    mtdnet_lr: float
+    eval_every: dict[str, int]
+    max_steps: dict[str, int]
+    patience: int = 3
+
+
+SCALES = {
+    # ResNet-18 from scratch at 96x48 (6 feature-map rows, one per stripe), batches of 8 ids x 4;
+    # CaffeNet MTDnet at 128x72 with 512-wide fc6/fc7, 16 triplets a step. Adam for both: SGD
+    # from scratch does not move within a CPU budget.
+    "cpu": Scale(
+        pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
+                 "sampler.batch_size=32", "sampler.num_ids=8", "sampler.num_instances=4",
+                 "optim.name=adam", "optim.weight_decay=5e-4"),
+        mtdnet=("data.height=128", "data.width=72", "model.options.fc_width=512",
+                "model.options.rank_dim=128", "mtdnet.triplets_per_batch=16",
+                "mtdnet.negatives_per_positive=10", "optim.name=adam"),
+        pyramid_lr=(3e-4, 1e-3), mtdnet_lr=1e-4,
+        eval_every={"pyramid": 50, "mtdnet": 100}, max_steps={"pyramid": 400, "mtdnet": 800},
+        patience=2),
+    # a few steps of everything: checks the runner end to end
+    "smoke": Scale(
+        pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
+                 "sampler.batch_size=16", "sampler.num_ids=4", "sampler.num_instances=4",
+                 "optim.name=adam"),
+        mtdnet=("data.height=128", "data.width=72", "model.options.fc_width=64",
+                "model.options.rank_dim=32", "mtdnet.triplets_per_batch=8", "optim.name=adam"),
+        pyramid_lr=(3e-4, 1e-3), mtdnet_lr=1e-4,
+        eval_every={"pyramid": 2, "mtdnet": 2}, max_steps={"pyramid": 4, "mtdnet": 4}, patience=1),
+    # the papers' sizes: ResNet-50 at 384x128 (8 x 8 batches, SGD as released); CaffeNet 227x227
+    "gpu": Scale(
+        pyramid=("model.backbone=resnet50", "data.height=384", "data.width=128",
+                 "optim.name=sgd", "data.num_workers=8"),
+        mtdnet=("data.height=227", "data.width=227", "mtdnet.triplets_per_batch=128",
+                "mtdnet.negatives_per_positive=10", "optim.name=sgd", "data.num_workers=8"),
+        pyramid_lr=(0.01, 0.1), mtdnet_lr=1e-3,
+        eval_every={"pyramid": 200, "mtdnet": 500}, max_steps={"pyramid": 6000, "mtdnet": 20000}),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    family: str  # pyramid | mtdnet
+    label: str
+    overrides: tuple[str, ...] = ()
+    data: str = "a"  # synthetic domain
+    init_from: str | None = None  # arm whose model (same seed) this one starts from
+    cross_domain: bool = False
+
+
+PYRAMID_RELEASED = ("dynamic.combine=sum", "dynamic.sampler=balanced")
+ARMS = [
+    Arm("pyramid", "pyramid", "Pyramid, dynamic as released (sum, balanced)", PYRAMID_RELEASED),
+    Arm("stripes", "pyramid", "PCB-style stripes, same training",
+        ("model.name=stripes", *PYRAMID_RELEASED)),
+    Arm("global", "pyramid", "global pooling baseline, same training",
+        ("model.name=baseline", "model.options={last_stride: 1}", *PYRAMID_RELEASED)),
+    Arm("pyramid-paper", "pyramid", "Pyramid, dynamic as the paper (focal, switch)",
+        ("dynamic.combine=focal", "dynamic.sampler=switch")),
+    Arm("pyramid-fixed", "pyramid", "Pyramid, fixed 1:1 weights", ("dynamic.combine=fixed",)),
+    Arm("pyramid-id", "pyramid", "Pyramid, ID loss only",
+        ("dynamic.combine=fixed", "dynamic.fixed_weights={id: 1.0, tp: 0.0}")),
+    Arm("pyramid-tp", "pyramid", "Pyramid, triplet loss only",
+        ("dynamic.combine=fixed", "dynamic.fixed_weights={id: 0.0, tp: 1.0}")),
+    Arm("mtd", "mtdnet", "MTDnet, ranked by pair scores", ("model.options.variant=mtd",)),
+    Arm("cls", "mtdnet", "verification only (cls)", ("model.options.variant=cls",)),
+    Arm("rnk", "mtdnet", "ranking only, deep CaffeNet (rnk)", ("model.options.variant=rnk",)),
+    Arm("target-only", "mtdnet", "target b from scratch", ("model.options.variant=mtd",), "b"),
+    Arm("finetune", "mtdnet", "target b fine-tuned from the source model",
+        ("model.options.variant=mtd",), "b", init_from="mtd"),
+    Arm("cross", "mtdnet", "target b cross-domain (fine-tune + contrastive)",
+        ("model.options.variant=mtd",), "b", init_from="mtd", cross_domain=True),
+]
+ARM = {a.name: a for a in ARMS}
+# (claim, better arm, worse arm, test key): the paper's claim is "better > worse"
+CLAIMS = [
+    ("Pyramid beats PCB-style stripes", "pyramid", "stripes", "mAP"),
+    ("Pyramid beats the global baseline", "pyramid", "global", "mAP"),
+    ("dynamic (released) beats fixed 1:1", "pyramid", "pyramid-fixed", "mAP"),
+    ("dynamic (paper) beats fixed 1:1", "pyramid-paper", "pyramid-fixed", "mAP"),
+    ("dynamic (released) beats ID only", "pyramid", "pyramid-id", "mAP"),
+    ("dynamic (released) beats triplet only", "pyramid", "pyramid-tp", "mAP"),
+    ("MTDnet (pair scores) beats verification only", "mtd", "cls", "mAP"),
+    ("MTDnet (pair scores) beats ranking only (deep rnk)", "mtd", "rnk", "mAP"),
+    ("MTDnet (pair scores) beats its own ranking branch (MTDtrp)", "mtd", "mtd:embedding", "mAP"),
+    ("cross-domain beats fine-tuning from the source", "cross", "finetune", "mAP"),
+    ("cross-domain beats target-only training", "cross", "target-only", "mAP"),
+]
+
+
+# ----------------------------------------------------------------------------------------- data
+def make_data(work: Path) -> dict[str, Path]:
+    """The two synthetic domains (generated once; an existing folder is reused)."""
+    roots = {"a": work / "data_a", "b": work / "data_b"}
+    specs = {"a": dict(preset="demo", domain="a", seed=21),
+             "b": dict(preset="demo", num_train_ids=30, num_test_ids=100, images_per_id=8,
+                       num_cams=4, num_distractors=0, num_junk=0, domain="b", seed=22)}
+    for key, root in roots.items():
+        if not (root / "bounding_box_test").is_dir():
+            generate(root, **specs[key])
+    return roots
+
+
+def single_shot(dataset: ReIDDataset) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """One query (its first camera) and one gallery image (another camera) per test identity."""
+    first: dict[int, ImageRecord] = {}
+    for r in dataset.query + dataset.gallery:
+        if r.pid > 0:
+            first.setdefault(r.pid, r)
+    other: dict[int, ImageRecord] = {}
+    for r in dataset.query + dataset.gallery:
+        if r.pid in first and r.camid != first[r.pid].camid:
+            other.setdefault(r.pid, r)
+    pids = sorted(set(first) & set(other))
+    return [first[p] for p in pids], [other[p] for p in pids]
+
+
+# ----------------------------------------------------------------------------------------- runs
+def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[str, Path],
+               work: Path) -> Config:
+    common = [f"data.root={roots[arm.data]}", f"train.seed={seed}", "train.device=auto",
+              f"train.output_dir={work / 'runs' / f'{arm.name}__s{seed}'}",
+              f"data.val_ids={VAL_IDS[arm.data]}",
+              "data.num_workers=0", "train.epochs=1", "data.dataset=market1501"]
+    if arm.family == "pyramid":
+        lr, new_lr = (v * lr_factor for v in scale.pyramid_lr)
+        return load_config("demo_cpu", [
+            *common, *scale.pyramid, f"optim.lr={lr}", f"optim.new_lr={new_lr}",
+            "optim.warmup_epochs=0", "optim.milestones=[]", "data.flip_p=0.5", "data.erase_p=0.2",
+            "data.erase_max_area=0.4", "data.pad=0", "data.interpolation=bicubic",
+            "loss.triplet_on=branches", *arm.overrides])
+    lr = scale.mtdnet_lr * lr_factor
+    extra = [f"optim.lr={lr}", f"optim.new_lr={lr}", "mtdnet.triplet_sampling=all-pairs"]
+    if arm.init_from:
+        extra.append(f"mtdnet.init_checkpoint={model_file(work, arm.init_from, seed)}")
+    if arm.cross_domain:
+        extra += ["mtdnet.cross_domain=true", "mtdnet.source_dataset=market1501",
+                  f"mtdnet.source_root={roots['a']}"]
+    return load_config("mtdnet_synth_cpu", [*common, *scale.mtdnet, *extra, *arm.overrides])
+
+
+def model_file(work: Path, arm: str, seed: int) -> Path:
+    return work / "models" / f"{arm}__s{seed}.safetensors"
+
+
+@dataclass
+class RunResult:
+    arm: str
+    seed: int
+    lr_factor: float
+    best_step: int
+    stopped_step: int
+    best_val: float
+    curve: list[dict[str, float]]
+    test: dict[str, dict[str, float]]
+    train_pair_accuracy: float | None
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[str, Path],
+              work: Path) -> RunResult:
+    cfg = config_for(arm, seed, lr_factor, scale, roots, work)
+    trainer = (Trainer if arm.family == "pyramid" else MTDNetTrainer)(cfg, console=quiet)
+    if arm.family == "mtdnet":  # single-shot validation: pair scoring is quadratic in the split
+        trainer.val = single_shot(ReIDDataset("val", [], *trainer.val))
+    every, budget = scale.eval_every[arm.family], scale.max_steps[arm.family]
+    curve: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
+    started = time.perf_counter()
+    while trainer.step < budget:
+        trainer.model_in_training.train()
+        for _ in range(every):
+            trainer.train_step()
+        val = trainer.evaluate(*trainer.val)
+        curve.append({"step": trainer.step, **{k: round(v, 5) for k, v in val.items()}})
+        if val["mAP"] > best[0]:
+            state = copy.deepcopy(trainer.saved_model.state_dict())
+            best = (val["mAP"], trainer.step, state)
+        elif trainer.step - best[1] >= scale.patience * every:
+            break
+    seconds = time.perf_counter() - started
+    trainer.saved_model.load_state_dict(best[2])
+    for stream in trainer.streams.values():
+        stream.close()
+    test = test_metrics(arm, trainer, roots)
+    if arm.name == "mtd":  # the source model of the cross-domain arms
+        model_file(work, arm.name, seed).parent.mkdir(parents=True, exist_ok=True)
+        save_model(model_file(work, arm.name, seed), trainer.saved_model, {"step": best[1]})
+    return RunResult(arm.name, seed, lr_factor, best[1], trainer.step, round(best[0], 5), curve,
+                     test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
+                     round(seconds, 1), {"budget": budget, "eval_every": every})
+
+
+def test_metrics(arm: Arm, trainer: Any, roots: dict[str, Path]) -> dict[str, dict[str, float]]:
+    dataset = load_dataset("market1501", roots[arm.data])
+    if arm.family == "pyramid":
+        return {"default": trainer.evaluate(dataset.query, dataset.gallery)}
+    query, gallery = single_shot(dataset)
+    model = trainer.target.eval()
+    out = {"default": trainer.evaluate(query, gallery)}
+    if model.ranks_by == "pairs" and model.has_ranking:  # MTDtrp: the same model's embedding
+        h, w = model.config["input_size"]
+        out["embedding"] = rank_metrics(model_distances(
+            model, query, gallery, height=h, width=w, normalize=not model.caffe_input,
+            mirror=True, device=trainer.device, ranks_by="embedding"), query, gallery)
+    return out
+
+
+def rank_metrics(distmat: np.ndarray, query: list[ImageRecord],
+                 gallery: list[ImageRecord]) -> dict[str, float]:
+    result = evaluate_rank(distmat, np.array([r.pid for r in query]),
+                           np.array([r.pid for r in gallery]), np.array([r.camid for r in query]),
+                           np.array([r.camid for r in gallery]), max_rank=min(20, len(gallery)))
+    return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
+            "rank5": float(result.cmc[4]), "mINP": float(result.mINP)}
+
+
+@torch.no_grad()
+def pair_accuracy(trainer: MTDNetTrainer, batches: int = 4) -> float:
+    """Training-batch accuracy in eval mode: same/different for verifiers, d_ap < d_an else."""
+    model = trainer.target.eval()
+    correct = total = 0
+    for _ in range(batches):
+        out = model.forward_triplets(*trainer._next_triplets("target"))
+        if out.pos_logits is not None:
+            correct += int((out.pos_logits.argmax(1) == 1).sum() + (out.neg_logits.argmax(1) == 0).sum())
+            total += 2 * len(out.pos_logits)
+        else:
+            d_ap = (out.anchor - out.positive).pow(2).sum(1)
+            d_an = (out.anchor - out.negative).pow(2).sum(1)
+            correct += int((d_ap < d_an).sum())
+            total += len(d_ap)
+    for stream in trainer.streams.values():
+        stream.close()
+    return round(correct / total, 4)
+
+
+# ----------------------------------------------------------------------------------------- driver
+def result_path(arm: str, seed: int, lr_factor: float | None = None) -> Path:
+    tag = "" if lr_factor is None else f"__lr{lr_factor:g}"
+    return RUNS / f"{arm}{tag}__s{seed}.json"
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save(result: RunResult, path: Path) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.__dict__, indent=1))
+    tmp.replace(path)
+
+
+def chosen_factor(arm: Arm, first_seed: int, scale: Scale, roots: dict[str, Path], work: Path,
+                  sweep: bool) -> float:
+    """The learning-rate factor with the best validation mAP on the first seed (sweeping it)."""
+    if not sweep:
+        return 1.0
+    scores = {}
+    for factor in LR_FACTORS:
+        path = result_path(arm.name, first_seed, factor)
+        done = load(path)
+        if done is None:
+            ensure_source(arm, first_seed, scale, roots, work, sweep)
+            print(f"[study] sweep {arm.name} lr x{factor:g} seed {first_seed}", flush=True)
+            save(train_run(arm, first_seed, factor, scale, roots, work), path)
+            done = load(path)
+        scores[factor] = done["best_val"]
+    return max(scores, key=lambda f: (scores[f], -abs(math.log(f))))
+
+
+def ensure_source(arm: Arm, seed: int, scale: Scale, roots: dict[str, Path], work: Path,
+                  sweep: bool) -> None:
+    """The source model a cross-domain arm starts from, retrained if this machine lacks it."""
+    if arm.init_from and not model_file(work, arm.init_from, seed).is_file():
+        source = ARM[arm.init_from]
+        factor = chosen_factor(source, FIRST_SEED, scale, roots, work, sweep)
+        print(f"[study] source model {source.name} seed {seed}", flush=True)
+        result = train_run(source, seed, factor, scale, roots, work)
+        if load(result_path(source.name, seed)) is None:
+            save(result, result_path(source.name, seed))
+
+
+def run_study(args: argparse.Namespace) -> None:
+    scale = SCALES[args.scale]
+    roots = make_data(args.work)
+    arms = [ARM[a] for a in args.arms] if args.arms else ARMS
+    for seed in args.seeds:
+        for arm in arms:
+            path = result_path(arm.name, seed)
+            if path.is_file():
+                continue
+            factor = chosen_factor(arm, args.seeds[0], scale, roots, args.work, not args.no_sweep)
+            swept = load(result_path(arm.name, seed, factor))
+            if swept is not None:
+                path.write_text(json.dumps(swept, indent=1))
+            else:
+                ensure_source(arm, seed, scale, roots, args.work, not args.no_sweep)
+                print(f"[study] {arm.name} seed {seed} (lr x{factor:g})", flush=True)
+                save(train_run(arm, seed, factor, scale, roots, args.work), path)
+            write_report(args)
+
+
+# ----------------------------------------------------------------------------------------- report
+def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of paired differences."""
+    from scipy.stats import t
+
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, -math.inf, math.inf
+    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def metric(result: dict[str, Any], view: str, key: str) -> float:
+    return 100 * result["test"][view][key]
+
+
+def trained(result: dict[str, Any]) -> bool:
+    acc = result.get("train_pair_accuracy")
+    return acc is None or acc >= 0.6
+
+
+def write_report(args: argparse.Namespace) -> None:
+    runs = {(r["arm"], r["seed"]): r for p in sorted(RUNS.glob("*.json")) if "__lr" not in p.name
+            for r in [json.loads(p.read_text())]}
+    lines = ["## Study: do the papers' claims hold? (synthetic pedestrians)", "",
+             f"Command: `nice -n 15 .venv/bin/python benchmarks/study.py --scale {args.scale} "
+             f"--seeds {' '.join(map(str, args.seeds))}` (resumable; `--report` rewrites this "
+             "page from `benchmarks/results/study/`).  ",
+             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch "
+             f"{torch.__version__}; runs niced in the background while other work shared the 2 cores.",
+             "", PROTOCOL.format(**_scale_facts(SCALES[args.scale])), "",
+             "### Verdicts (paired per-seed difference of test mAP, 95 % t-interval)", "",
+             "| claim | seeds | mean diff (pp) | 95 % CI | verdict |", "|---|---|---|---|---|"]
+    for claim, better, worse, key in CLAIMS:
+        b_arm, _, b_view = better.partition(":")
+        w_arm, _, w_view = worse.partition(":")
+        seeds = sorted(s for (a, s) in runs if a == b_arm and (w_arm, s) in runs)
+        if not seeds:
+            lines.append(f"| {claim} | 0 | | | not run yet |")
+            continue
+        pairs = [(runs[(b_arm, s)], runs[(w_arm, s)]) for s in seeds]
+        diffs = [metric(b, b_view or "default", key) - metric(w, w_view or "default", key)
+                 for b, w in pairs]
+        mean, lo, hi = t_interval(diffs)
+        untrained = sorted({r["arm"] for pair in pairs for r in pair if not trained(r)})
+        if untrained:
+            verdict = f"undecided: {', '.join(untrained)} not trained (pair accuracy < 60 %)"
+        elif len(seeds) < 3:
+            verdict = f"undecided at this budget ({len(seeds)} seed{'s' * (len(seeds) > 1)} so far)"
+        elif lo > 0:
+            verdict = "**reproduced**"
+        elif hi < 0:
+            verdict = "**not reproduced** (the opposite holds)"
+        else:
+            verdict = "undecided at this budget"
+        lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | {verdict} |")
+    lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
+              "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
+              "stopped at | converged | train pair acc | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    views = [(a.name, "default", a.label) for a in ARMS]
+    views.insert(8, ("mtd", "embedding", "MTDtrp: the MTDnet model ranked by its embedding"))
+    for name, view, label in views:
+        rs = [r for (a, _), r in sorted(runs.items()) if a == name and view in r["test"]]
+        if not rs:
+            continue
+        lines.append("| " + " | ".join([
+            label, str(len(rs)), f"{rs[0]['lr_factor']:g}",
+            _mean_sd([metric(r, view, "mAP") for r in rs]),
+            _mean_sd([metric(r, view, "rank1") for r in rs]),
+            _mean_sd([100 * r["best_val"] for r in rs]),
+            _mean_sd([r["best_step"] for r in rs], 0), _mean_sd([r["stopped_step"] for r in rs], 0),
+            f"{sum(r['stopped_step'] < r['extra'].get('budget', 1e12) for r in rs)}/{len(rs)}",
+            "-" if rs[0]["train_pair_accuracy"] is None
+            else _mean_sd([100 * r["train_pair_accuracy"] for r in rs]),
+            _mean_sd([r["seconds"] for r in rs], 0)]) + " |")
+    if runs:
+        plot_curves(runs, RESULTS / "study_curves.png")
+        lines += ["", "Validation mAP against training steps (mean over seeds): "
+                  "![learning curves](study_curves.png)"]
+    tmp = RESULTS / f"study.md.{os.getpid()}"  # two runners may share the folder
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(RESULTS / "study.md")
+
+
+PROTOCOL = (
+    "Protocol (fixed before running): synthetic pedestrians with misaligned boxes; domain a: 150 "
+    "training ids (20 held out for validation), 100 test ids; Pyramid arms tested with the "
+    "Market-1501 protocol, MTDnet arms single-shot (one query and one gallery image in another "
+    "camera per test id, 100 ids: chance rank-1 1 %). Domain b (other cameras and clothing): 30 "
+    "training ids (10 of them held out for validation), 100 test ids, the cross-domain target. Pyramid: "
+    "{pyramid}; MTDnet: {mtdnet}. Every run validates every {pe} / {me} steps and stops after "
+    "{patience} evaluations without a better validation mAP (at most {ps} / {ms} steps); the "
+    "test uses the best-validation weights. Learning rate per arm: x{factors} of the base rate, "
+    "chosen on validation with the first seed. Verdict rule: reproduced when the 95 % interval "
+    "of the paired difference lies above 0, not reproduced when below, otherwise undecided; "
+    "fewer than 3 seeds is undecided.")
+
+
+def _scale_facts(s: Scale) -> dict[str, Any]:
+    return {"pyramid": ", ".join(s.pyramid), "mtdnet": ", ".join(s.mtdnet),
+            "pe": s.eval_every["pyramid"], "me": s.eval_every["mtdnet"], "patience": s.patience,
+            "ps": s.max_steps["pyramid"], "ms": s.max_steps["mtdnet"],
+            "factors": "/".join(f"{f:g}" for f in LR_FACTORS)}
+
+
+def _mean_sd(values: list[float], digits: int = 1) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def plot_curves(runs: dict[tuple[str, int], dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, family in zip(axes, ("pyramid", "mtdnet"), strict=True):
+        for arm in (a for a in ARMS if a.family == family):
+            curves = [r["curve"] for (a, _), r in runs.items() if a == arm.name]
+            if not curves:
+                continue
+            steps = sorted({c["step"] for curve in curves for c in curve})
+            mean = [statistics.fmean(c["mAP"] for curve in curves for c in curve if c["step"] == s)
+                    for s in steps]
+            ax.plot(steps, [100 * m for m in mean], marker=".", label=f"{arm.name} ({len(curves)})")
+        ax.set(title=f"{family}: validation mAP", xlabel="training step", ylabel="mAP (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    tmp.replace(path)
+    plt.close(fig)
+
+
+FIRST_SEED = 0
+
+
+def main() -> None:
+    global FIRST_SEED, RESULTS, RUNS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARM), help="only these arms")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/reidkit-study"),
+                        help="data and model files (results go to benchmarks/results/study/)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-sweep", action="store_true", help="base learning rates only")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where study.md and study/<run>.json go")
+    args = parser.parse_args()
+    RESULTS, RUNS = args.results, args.results / "study"
+    FIRST_SEED = args.seeds[0]
+    torch.set_num_threads(args.threads)
+    if not args.report:
+        run_study(args)
+    write_report(args)
+    print((RESULTS / "study.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
