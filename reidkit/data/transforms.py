@@ -34,9 +34,10 @@ def build_transforms(
     normalise. Train adds, in this order: horizontal flip with probability ``flip_p``;
     zero-padding by ``pad`` pixels and a random ``(height, width)`` crop (translation jitter); and
     after normalisation random erasing with probability ``erase_p`` (Zhong et al.: area 2 % to
-    ``erase_max_area`` of the image, aspect 0.3-3.3; the Pyramid release erases up to 40 %). ``erase_value="mean"`` fills the rectangle with the mean colour (0 after
-    normalisation, ``mean`` without it), as the Pyramid release does; ``"random"`` fills it with
-    standard-normal noise. Steps with probability or size 0 are left out. ``normalize=False`` keeps
+    ``erase_max_area`` of the image, aspect 0.3-3.3; the Pyramid release erases up to 40 %).
+    ``erase_value="mean"`` fills the rectangle with the mean colour (0 after normalisation,
+    ``mean`` without it), as the Pyramid release does; ``"random"`` fills it with standard-normal
+    noise. Steps with probability or size 0 are left out. ``normalize=False`` keeps
     values in [0, 1] (MTDnet uses no mean subtraction). Randomness comes from torch's global
     generator, so ``torch.manual_seed`` makes the output reproducible.
     """
