@@ -76,21 +76,31 @@ def ranked_lists(
     return images
 
 
-def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, max_rank: int = 20) -> None:
-    """CMC curves (rank 1..max_rank) of one or more methods into a PNG file."""
+def cmc_figure(curves: dict[str, np.ndarray], max_rank: int = 20):
+    """A matplotlib figure of CMC curves (rank 1..max_rank), whole-number rank ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=110)
     for name, cmc in curves.items():
         ranks = np.arange(1, min(max_rank, len(cmc)) + 1)
         ax.plot(ranks, 100 * np.asarray(cmc)[: len(ranks)], marker="o", markersize=3, label=name)
     ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC", ylim=(0, 100))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers: no 2.5 ticks
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, max_rank: int = 20) -> None:
+    """CMC curves (rank 1..max_rank) of one or more methods into a PNG file."""
+    import matplotlib.pyplot as plt
+
+    fig = cmc_figure(curves, max_rank)
     fig.savefig(path)
     plt.close(fig)
 
