@@ -6,6 +6,7 @@ import inspect
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -330,3 +331,90 @@ def test_fc_width_narrows_the_verification_fcs_and_round_trips():
     assert build_mtdnet(**model.config).config == model.config
     with pytest.raises(ValueError, match="fc_width"):
         build_mtdnet(fc_width=0)
+
+
+# ----------------------------------------------------------------------------- deep rnk, Caffe init
+# Nets/MTDnet-rnk/train_val.prototxt (cwhgn/MTDnet): the whole CaffeNet on one image, fc8 -> 512
+RNK_PROTOTXT_SHAPES = {
+    "trunk.conv1.weight": (96, 3, 11, 11), "trunk.conv2.weight": (256, 48, 5, 5),
+    "rank_head.conv3.weight": (384, 256, 3, 3), "rank_head.conv4.weight": (384, 192, 3, 3),
+    "rank_head.conv5.weight": (256, 192, 3, 3), "rank_head.fc6.weight": (4096, 9216),
+    "rank_head.fc7.weight": (4096, 4096), "rank_head.fc8.weight": (512, 4096),
+}
+
+
+@pytest.fixture(scope="module")
+def rnk() -> MTDNet:
+    torch.manual_seed(0)
+    return MTDNet(variant="rnk", init="caffe").eval()
+
+
+def test_rnk_is_the_whole_caffenet_of_the_prototxt(rnk: MTDNet) -> None:
+    shapes = {k: tuple(v.shape) for k, v in rnk.state_dict().items() if k.endswith("weight")}
+    assert shapes == RNK_PROTOTXT_SHAPES
+    assert rnk.verifier is None and rnk.rank_fc is None and rnk.ranks_by == "embedding"
+
+
+def test_rnk_normalises_before_pooling_like_alexnet(rnk: MTDNet, images: torch.Tensor) -> None:
+    t = rnk.trunk
+    x = images[:1][:, [2, 1, 0]] * 255.0
+    x = F.max_pool2d(_caffe_lrn(F.relu(t.conv1(x))), 3, 2, ceil_mode=True)
+    x = F.max_pool2d(_caffe_lrn(F.relu(_grouped_conv(x, t.conv2.weight, t.conv2.bias, padding=2))),
+                     3, 2, ceil_mode=True)
+    torch.testing.assert_close(rnk.trunk_features(images[:1]), x, rtol=1e-4, atol=1e-4)
+    emb = rnk(images)
+    assert emb.shape == (2, 512)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize(("variant", "fillers"), [
+    # (layer, weight std, bias) from the two prototxts' weight_filler / bias_filler
+    ("mtd", {"trunk.conv1": (0.01, 0.0), "trunk.conv2": (0.01, 0.0), "rank_fc": (0.005, 0.1),
+             "verifier.conv3": (0.01, 0.0), "verifier.conv5": (0.01, 0.0),
+             "verifier.fc6": (0.005, 0.0), "verifier.fc7": (0.005, 0.0), "verifier.fc8": (0.01, 0.0)}),
+    ("rnk", {"trunk.conv1": (0.01, 0.0), "trunk.conv2": (0.01, 0.1), "rank_head.conv3": (0.01, 0.0),
+             "rank_head.conv4": (0.01, 0.1), "rank_head.fc6": (0.005, 0.1),
+             "rank_head.fc8": (0.005, 0.1)}),
+])
+def test_caffe_init_follows_the_prototxt_fillers(variant: str, fillers: dict) -> None:
+    torch.manual_seed(0)
+    model = MTDNet(input_size=(128, 72), variant=variant, init="caffe", fc_width=512)
+    modules = dict(model.named_modules())
+    for name, (std, bias) in fillers.items():
+        weight = modules[name].weight
+        assert abs(weight.mean().item()) < 4 * std / math.sqrt(weight.numel()) + 1e-6
+        assert weight.std().item() == pytest.approx(std, rel=0.1)
+        assert torch.all(modules[name].bias == bias)
+
+
+def test_rnk_starts_from_all_of_caffenet(tmp_path) -> None:
+    g = torch.Generator().manual_seed(4)
+    state = _caffenet_state()
+    for name, shape in RNK_PROTOTXT_SHAPES.items():
+        layer = name.split(".")[1]
+        if layer not in ("conv1", "conv2", "fc8"):
+            state[f"{layer}.weight"] = torch.randn(shape, generator=g)
+            state[f"{layer}.bias"] = torch.randn(shape[0], generator=g)
+    save_file(state, str(tmp_path / "caffenet.safetensors"))
+    model = MTDNet(variant="rnk", pretrained=tmp_path / "caffenet.safetensors")
+    for layer in ("conv3", "conv4", "conv5", "fc6", "fc7"):
+        assert torch.equal(model.rank_head.state_dict()[f"{layer}.weight"], state[f"{layer}.weight"])
+    assert torch.equal(model.trunk.conv2.weight, state["conv2.weight"])
+    small = MTDNet(variant="rnk", input_size=(128, 72))
+    with pytest.raises(ValueError, match="fc6 expects 227x227"):
+        load_trunk_weights(small, tmp_path / "caffenet.safetensors")
+
+
+def test_shallow_ranking_network_keeps_its_name() -> None:
+    model = MTDNet(input_size=SMALL, variant="rnk-shallow")
+    assert model.rank_fc is not None and model.rank_head is None and model.verifier is None
+
+
+def test_mirror_distances_are_the_mean_of_the_four_squared_distances() -> None:
+    from reidkit.training.mtdnet_trainer import mirror_distances
+
+    rng = np.random.default_rng(0)
+    q, qm, g, gm = (rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 3, 4, 4))
+    brute = np.array([[np.mean([np.sum((a - b) ** 2) for a in (q[i], qm[i]) for b in (g[j], gm[j])])
+                       for j in range(4)] for i in range(3)])
+    np.testing.assert_allclose(mirror_distances(q, qm, g, gm), brute, rtol=1e-5)

@@ -198,3 +198,17 @@ def test_recipes_follow_the_paper():
         else:
             assert iterations == 20_000
             assert cfg.mtdnet.init_checkpoint == "runs/mtdnet_cuhk03/best.safetensors"
+
+
+def test_caffe_bias_rule_lr_x2_and_no_decay(roots, tmp_path):
+    trainer = MTDNetTrainer(tiny(roots / "a", tmp_path, "optim.name=sgd", "optim.lr=0.001",
+                                 "optim.new_lr=0.001", "optim.bias_lr_factor=2",
+                                 "optim.bias_decay=false", "optim.weight_decay=5e-4"))
+    names = {id(p): n for n, p in trainer.target.named_parameters()}
+    seen = 0
+    for group in trainer.optimizer.param_groups:
+        for param in group["params"]:
+            bias = names[id(param)].endswith(".bias")
+            assert (group["lr"], group["weight_decay"]) == ((0.002, 0.0) if bias else (0.001, 5e-4))
+            seen += 1
+    assert seen == len(names)

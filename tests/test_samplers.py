@@ -392,3 +392,66 @@ def test_flattened_sampler_feeds_a_dataloader():
 
     pairs = FlattenedBatchSampler(CrossCameraPairSampler(pids, cams, 4), fields=2)
     assert all(len(b) == 8 for b in pairs)
+
+
+# ----------------------------------------------------------------------------- all-pairs triplets
+def _two_view_set():
+    # pid 0: 1 image in cam 0, 2 in cam 1; pid 1: 1 + 1; pid 2: 2 + 1 -> 10 ordered positive pairs
+    pids = [0, 0, 0, 1, 1, 2, 2, 2]
+    cams = [0, 1, 1, 0, 1, 0, 0, 1]
+    return pids, cams
+
+
+def test_all_pairs_lists_every_positive_pair_both_ways_times_k():
+    from reidkit.data.samplers import AllPairsTripletSampler
+
+    pids, cams = _two_view_set()
+    sampler = AllPairsTripletSampler(pids, cams, triplets_per_batch=4, negatives_per_positive=3,
+                                     rank=0, world_size=1, seed=0)
+    assert sampler.num_triplets == 10 * 3 and len(sampler) == 7
+    triplets = [t for batch in sampler for t in batch]
+    assert len(triplets) == 28  # 30 listed, the last 2 do not fill a batch
+    full = {tuple(t) for t in sampler._triplets.tolist()}
+    pairs = {(a, p) for a, p, _ in full}
+    expected = {(a, p) for a in range(8) for p in range(8)
+                if pids[a] == pids[p] and cams[a] != cams[p]}
+    assert pairs == expected  # every ordered pair, i.e. both directions
+    for a, p, n in sampler._triplets.tolist():
+        assert pids[n] != pids[a] and cams[n] == cams[p]  # negative from the positive's camera
+
+
+def test_all_pairs_list_is_fixed_across_epochs_like_the_authors_lmdb():
+    from reidkit.data.samplers import AllPairsTripletSampler
+
+    pids, cams = _two_view_set()
+    sampler = AllPairsTripletSampler(pids, cams, 4, 3, rank=0, world_size=1, seed=5)
+    first = list(sampler)
+    sampler.set_epoch(3)
+    assert list(sampler) == first
+    sampler.set_start(2)
+    assert list(sampler) == first[2:]
+    other = AllPairsTripletSampler(pids, cams, 4, 3, rank=0, world_size=1, seed=6)
+    assert list(other) != first
+
+
+def test_all_pairs_negative_identity_is_uniform_not_image_weighted():
+    from reidkit.data.samplers import AllPairsTripletSampler
+
+    # anchor identity 0; in camera 1 identity 1 has 1 image and identity 2 has 9
+    pids = [0, 0] + [1] + [2] * 9
+    cams = [0, 1] + [1] + [1] * 9
+    sampler = AllPairsTripletSampler(pids, cams, 2, 2000, rank=0, world_size=1, seed=0)
+    negatives = np.array([n for a, p, n in sampler._triplets.tolist() if a == 0])
+    share_of_1 = float(np.mean(np.array(pids)[negatives] == 1))
+    assert abs(share_of_1 - 0.5) < 0.04  # by images it would be 0.1
+
+
+def test_all_pairs_ranks_split_each_global_step():
+    from reidkit.data.samplers import AllPairsTripletSampler
+
+    pids, cams = _two_view_set()
+    ranks = [AllPairsTripletSampler(pids, cams, 2, 3, rank=r, world_size=2, seed=1) for r in (0, 1)]
+    whole = AllPairsTripletSampler(pids, cams, 4, 3, rank=0, world_size=1, seed=1)
+    assert len(ranks[0]) == len(ranks[1]) == len(whole)
+    for step, (b0, b1) in enumerate(zip(*ranks, strict=True)):
+        assert b0 + b1 == list(whole)[step]

@@ -151,3 +151,28 @@ def test_bad_arguments_raise(kwargs, match):
     args = {"height": H, "width": W, **kwargs}
     with pytest.raises(ValueError, match=match):
         build_transforms(args.pop("height"), args.pop("width"), train=True, **args)
+
+
+def test_erased_area_stays_within_erase_max_area():
+    # the Pyramid release erases 2 % to 40 % of the image (data.erase_max_area)
+    transform = build_transforms(100, 50, train=True, flip_p=0, pad=0, erase_p=1.0,
+                                 erase_max_area=0.4)
+    image = constant_image(100, 50)
+    torch.manual_seed(0)
+    areas = [float((transform(image) == 0).all(dim=0).float().mean()) for _ in range(300)]
+    # rectangle sides are rounded to whole pixels: allow a pixel row/column of slack
+    assert min(areas) >= 0.015 and max(areas) <= 0.42
+    assert max(areas) > 0.3  # the larger areas are drawn too (the old bound was 0.33)
+
+
+def test_bicubic_resize_is_torchvision_bicubic():
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    image = gradient_image(50, 30)
+    out = build_transforms(H, W, train=False, normalize=False, interpolation="bicubic")(image)
+    expected = TF.to_dtype(TF.to_image(TF.resize(image, [H, W], InterpolationMode.BICUBIC,
+                                                 antialias=True)), torch.float32, scale=True)
+    torch.testing.assert_close(out, expected)
+    bilinear = build_transforms(H, W, train=False, normalize=False)(image)
+    assert not torch.equal(out, bilinear)
