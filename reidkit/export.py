@@ -113,11 +113,12 @@ def _graph(model: nn.Module, part: str) -> tuple[nn.Module, tuple[str, ...], tup
         raise ExportOptionError(f"part {part!r} exists for MTDnet models only; this is a {name!r} model: "
                          "export part 'features'")
     if part == "rank":
-        if model.rank_fc is None:
+        if not model.has_ranking:
             raise ExportOptionError("this MTDnet ('cls' variant) has no ranking head; export part 'verify'")
         return model, ("images",), ("embedding",)
     if model.verifier is None:
-        raise ExportOptionError("this MTDnet ('rnk' variant) has no verification head; export part 'rank'")
+        raise ExportOptionError(f"this MTDnet ({model.variant!r} variant) has no verification head; "
+                                "export part 'rank'")
     return _PairScore(model), ("images_a", "images_b"), ("same_probability",)
 
 

@@ -47,8 +47,8 @@ def pair_score_matrix(
     """
     if getattr(model, "verifier", None) is None:
         raise ValueError("pair scores need an MTDNet with a verification head (for a "
-                         "CrossDomainMTDNet pass its .target); the 'rnk' variant has none and "
-                         "ranks by embedding distances")
+                         "CrossDomainMTDNet pass its .target); the 'rnk' variants have none and rank"
+                         " by embedding distances")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device
