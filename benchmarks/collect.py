@@ -5,8 +5,8 @@ Run the benchmarks first (each writes results/<name>.md), then: python benchmark
 
 from pathlib import Path
 
-ORDER = ["evaluation", "synthetic", "pyramid", "training", "extraction", "rerank", "search",
-         "onnx", "pair_scoring", "mtdnet", "serve"]
+ORDER = ["study", "evaluation", "synthetic", "training", "extraction", "rerank", "search",
+         "onnx", "pair_scoring", "serve"]
 HEADER = """# Benchmarks
 
 Measured on this project's machines (2 CPU cores, 24 GiB, no GPU) by the scripts in `benchmarks/`.
