@@ -150,6 +150,10 @@ class MTDNetConfig(_Section):
     # cross-domain: a frozen copy of init_checkpoint's verification path fed source pairs
     cross_domain: bool = False
     contrastive_weight: float = Field(1.0, ge=0)
+    # triplets: source triplets, each target pair against the source pairs of its index in both
+    # statuses; pairs: the authors' Nets/MTDnet-cross (target pair k vs source pair k mod N of an
+    # independent half-positive pair list, BuildData/BuildCrossData_CUHK03.py neg_ratio 1)
+    contrastive_pairing: Literal["triplets", "pairs"] = "triplets"
     source_dataset: str | None = None
     source_root: str | None = None
     source_options: dict[str, Any] = Field(default_factory=dict)

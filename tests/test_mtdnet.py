@@ -418,3 +418,15 @@ def test_mirror_distances_are_the_mean_of_the_four_squared_distances() -> None:
     brute = np.array([[np.mean([np.sum((a - b) ** 2) for a in (q[i], qm[i]) for b in (g[j], gm[j])])
                        for j in range(4)] for i in range(3)])
     np.testing.assert_allclose(mirror_distances(q, qm, g, gm), brute, rtol=1e-5)
+
+
+def test_indexed_contrastive_pairs_target_k_with_source_k_mod_n() -> None:
+    from reidkit.losses.contrastive import indexed_contrastive_loss
+
+    target_pos, target_neg = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    source, same = torch.tensor([[0.6, 0.8]]), torch.tensor([0])  # one negative source pair
+    # positive target pair vs negative source pair: dissimilar, d = sqrt(0.16 + 0.64) < 1;
+    # negative target pair vs it: similar, d^2 = 0.36 + 0.04
+    expected = ((1 - math.sqrt(0.8)) ** 2 + 0.4) / (2 * 2)
+    got = indexed_contrastive_loss(target_pos, target_neg, source, same)
+    assert got.item() == pytest.approx(expected, rel=1e-5)

@@ -212,3 +212,20 @@ def test_caffe_bias_rule_lr_x2_and_no_decay(roots, tmp_path):
             assert (group["lr"], group["weight_decay"]) == ((0.002, 0.0) if bias else (0.001, 5e-4))
             seen += 1
     assert seen == len(names)
+
+
+def test_cross_domain_with_the_authors_pair_list(roots, tmp_path):
+    source = build_mtdnet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
+                          caffe_input=False)
+    src = tmp_path / "src.safetensors"
+    save_model(src, source)
+    trainer = MTDNetTrainer(tiny(roots / "b", tmp_path / "run", "mtdnet.cross_domain=true",
+                                 f"mtdnet.init_checkpoint={src}", "mtdnet.source_dataset=market1501",
+                                 f"mtdnet.source_root={roots / 'a'}", "mtdnet.contrastive_pairing=pairs",
+                                 "mtdnet.triplets_per_batch=8"))
+    first, second, same = trainer._next_pairs("source")
+    assert first.shape == second.shape == (8, 3, SIZE, SIZE)
+    assert same.tolist() == [True] * 4 + [False] * 4  # half positive, like neg_ratio 1
+    record = trainer.train_step()
+    assert record["loss"] == pytest.approx(record["triplet"] + record["verification"]
+                                           + record["contrastive"], rel=1e-5)

@@ -48,6 +48,7 @@ def test_mtdnet_recipes_hold_the_caffe_release(name):
     m = c.mtdnet
     assert (m.triplets_per_batch, m.triplet_sampling, m.negatives_per_positive) == (128, "all-pairs", 10)
     assert (m.margin, m.triplet_weight, m.verification_weight) == (1.0, 1.0, 1.0)
+    assert m.contrastive_pairing == "pairs"
     o = c.optim
     assert (o.name, o.momentum, o.weight_decay, o.milestones) == ("sgd", 0.9, 5e-4, [])
     assert (o.bias_lr_factor, o.bias_decay) == (2.0, False)

@@ -57,3 +57,25 @@ def cross_domain_contrastive_loss(
     n = target_pos.shape[0]
     similar = torch.cat([target.new_ones(2 * n), target.new_zeros(2 * n)])
     return contrastive_loss(target, source, similar, margin=margin)
+
+
+def indexed_contrastive_loss(
+    target_pos: Tensor, target_neg: Tensor, source: Tensor, source_same: Tensor,
+    margin: float = 1.0,
+) -> Tensor:
+    """The pairing of the authors' ``Nets/MTDnet-cross/train_val.prototxt`` (cwhgn/MTDnet).
+
+    ``target_pos`` / ``target_neg``: (N, D) joint features of N positive and N negative target
+    pairs; ``source``: (N, D) features of N source pairs from an independent, shuffled pair list,
+    ``source_same`` (N,) their same/different labels. Target pair ``k`` of the 2N is compared with
+    source pair ``k mod N`` and labelled similar when both have the same status (the prototxt's
+    ``cros_concat_db`` and ``cros_concatlb_db = [slabel1, slabel2]``); all L2-normalised.
+    """
+    if not (target_pos.shape == target_neg.shape == source.shape) or source_same.shape != source.shape[:1]:
+        raise ValueError("need (N, D) target positive, target negative and source features and N "
+                         f"source labels, got {tuple(target_pos.shape)}, {tuple(target_neg.shape)}, "
+                         f"{tuple(source.shape)}, {tuple(source_same.shape)}")
+    target = F.normalize(torch.cat([target_pos, target_neg]), dim=1)
+    paired = F.normalize(torch.cat([source, source]), dim=1)
+    same = source_same.to(target.dtype)
+    return contrastive_loss(target, paired, torch.cat([same, 1 - same]), margin=margin)

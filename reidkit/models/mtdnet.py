@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
-from reidkit.losses.contrastive import cross_domain_contrastive_loss
+from reidkit.losses.contrastive import cross_domain_contrastive_loss, indexed_contrastive_loss
 from reidkit.losses.ranking import squared_triplet_loss
 from reidkit.losses.verification import verification_loss
 from reidkit.models.weights import Pretrained, read_state_dict, resolve_pretrained
@@ -382,11 +382,17 @@ class MTDNetLoss(nn.Module):
 
 @dataclass
 class CrossDomainOutputs:
-    """A cross-domain step: the target's :class:`TripletOutputs` and the frozen source's fc7."""
+    """A cross-domain step: the target's :class:`TripletOutputs` and the frozen source's fc7.
+
+    From source triplets: the fc7 of their positive and negative pairs. From source pairs
+    (:meth:`CrossDomainMTDNet.forward_source_pairs`): ``source_pos_fc7`` holds every pair's fc7,
+    ``source_same`` their labels and ``source_neg_fc7`` is None.
+    """
 
     target: TripletOutputs
     source_pos_fc7: Tensor
-    source_neg_fc7: Tensor
+    source_neg_fc7: Tensor | None
+    source_same: Tensor | None = None
 
 
 class CrossDomainMTDNet(nn.Module):
@@ -430,14 +436,28 @@ class CrossDomainMTDNet(nn.Module):
         pos_fc7, neg_fc7 = fc7.split(n)
         return CrossDomainOutputs(outputs, pos_fc7, neg_fc7)
 
+    def forward_source_pairs(
+        self, target: Sequence[Tensor], first: Tensor, second: Tensor, same: Tensor
+    ) -> CrossDomainOutputs:
+        """Target outputs for target triplets and source fc7 for labelled source pairs."""
+        outputs = self.target.forward_triplets(*target)
+        n = first.shape[0]
+        with torch.no_grad():
+            ma, mb = self.source.trunk_features(torch.cat([first, second])).split(n)
+            _, fc7 = self.source.verify_logits(ma, mb, return_fc7=True)
+        return CrossDomainOutputs(outputs, fc7, None, same)
+
 
 class CrossDomainLoss(MTDNetLoss):
     """``triplet + verification + contrastive_weight * contrastive`` (all weights 1 in the paper).
 
     The contrastive term (margin 1) compares the L2-normalised pre-ReLU fc7 of target pairs with
-    that of source pairs: similar when both pairs are positive or both negative
-    (:func:`reidkit.losses.contrastive.cross_domain_contrastive_loss`). Target and source batches
-    must hold the same number of triplets.
+    that of source pairs: similar when both pairs are positive or both negative. Source triplets
+    pair each target pair with the source pairs of its index in both statuses
+    (:func:`reidkit.losses.contrastive.cross_domain_contrastive_loss`); source pairs pair target
+    pair ``k`` with source pair ``k mod N`` as the authors' prototxt does
+    (:func:`reidkit.losses.contrastive.indexed_contrastive_loss`). Target and source batches
+    must hold the same number of triplets / pairs.
     """
 
     def __init__(self, triplet_weight: float = 1.0, verification_weight: float = 1.0,
@@ -449,9 +469,15 @@ class CrossDomainLoss(MTDNetLoss):
 
     def forward(self, outputs: CrossDomainOutputs) -> dict[str, Tensor]:  # type: ignore[override]
         terms = super().forward(outputs.target)
-        terms["contrastive"] = cross_domain_contrastive_loss(
-            outputs.target.pos_fc7, outputs.target.neg_fc7,
-            outputs.source_pos_fc7, outputs.source_neg_fc7, margin=self.contrastive_margin)
+        t = outputs.target
+        if outputs.source_same is not None:
+            terms["contrastive"] = indexed_contrastive_loss(
+                t.pos_fc7, t.neg_fc7, outputs.source_pos_fc7, outputs.source_same,
+                margin=self.contrastive_margin)
+        else:
+            terms["contrastive"] = cross_domain_contrastive_loss(
+                t.pos_fc7, t.neg_fc7, outputs.source_pos_fc7, outputs.source_neg_fc7,
+                margin=self.contrastive_margin)
         terms["total"] = terms["total"] + self.contrastive_weight * terms["contrastive"]
         return terms
 

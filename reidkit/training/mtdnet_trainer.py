@@ -27,7 +27,12 @@ from torch import Tensor, nn
 from reidkit.config import Config
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset
 from reidkit.data.loader import ImageDataset, build_test_loader
-from reidkit.data.samplers import AllPairsTripletSampler, CrossCameraTripletSampler, FlattenedBatchSampler
+from reidkit.data.samplers import (
+    AllPairsTripletSampler,
+    CrossCameraPairSampler,
+    CrossCameraTripletSampler,
+    FlattenedBatchSampler,
+)
 from reidkit.data.transforms import build_transforms
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.inference import extract_features
@@ -195,12 +200,22 @@ class MTDNetTrainer(TrainerBase):
                            stream_id=stream_id, num_workers=self.cfg.data.num_workers,
                            pin_memory=self.device.type == "cuda")
 
+    def _pair_stream(self, records: list[ImageRecord], stream_id: int) -> BatchStream:
+        sampler = CrossCameraPairSampler([r.pid for r in records], [r.camid for r in records],
+                                         self.cfg.mtdnet.triplets_per_batch, 0.5, rank=0,
+                                         world_size=1, seed=self.cfg.train.seed)
+        return BatchStream(ImageDataset(records, self._transform(train=True)),
+                           FlattenedBatchSampler(sampler, fields=2), seed=self.cfg.train.seed,
+                           stream_id=stream_id, num_workers=self.cfg.data.num_workers,
+                           pin_memory=self.device.type == "cuda")
+
     def _build_streams(self) -> dict[str, BatchStream]:
         streams = {"target": self._stream(self.dataset.train, 0)}
         m = self.cfg.mtdnet
         if m.cross_domain:
             source = load_dataset(m.source_dataset or "", m.source_root or "", **m.source_options)
-            streams["source"] = self._stream(source.train, 1)
+            build = self._pair_stream if m.contrastive_pairing == "pairs" else self._stream
+            streams["source"] = build(source.train, 1)
         return streams
 
     # ----------------------------------------------------------------------------- training
@@ -211,12 +226,21 @@ class MTDNetTrainer(TrainerBase):
         grouped = images.view(-1, 3, *images.shape[1:])
         return grouped[:, 0], grouped[:, 1], grouped[:, 2]
 
+    def _next_pairs(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        images, pids, *_ = next(self.streams[name])
+        images = images.to(self.device, non_blocking=True)
+        first, second = images.view(-1, 2, *images.shape[1:]).unbind(1)
+        same = (pids[0::2] == pids[1::2]).to(self.device)
+        return first, second, same
+
     def train_step(self) -> dict[str, Any]:
         """One optimisation step on a batch of triplets; returns its log record."""
         target = self._next_triplets("target")
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
-            if self.cfg.mtdnet.cross_domain:
+            if self.cfg.mtdnet.cross_domain and self.cfg.mtdnet.contrastive_pairing == "pairs":
+                outputs = self.model.forward_source_pairs(target, *self._next_pairs("source"))
+            elif self.cfg.mtdnet.cross_domain:
                 outputs = self.model.forward_triplets(target, self._next_triplets("source"))
             else:
                 outputs = self.model.forward_triplets(*target)
