@@ -214,8 +214,8 @@ def train(
               reidkit train --config mtdnet_viper --all-splits data.root=data/VIPeR
     """
     from reidkit.config import load_config
+    from reidkit.training import build_trainer
     from reidkit.training.base import clear_run
-    from reidkit.training.trainer import Trainer
 
     if resume and force:
         raise typer.BadParameter("--resume continues the run, --force deletes it: give one",
@@ -235,11 +235,9 @@ def train(
     if all_splits or chosen is not None:
         from reidkit.training.protocols import run_protocol
 
-        console.print(run_protocol(cfg, chosen, err).as_markdown())
+        console.print(run_protocol(cfg, chosen, err, resume=resume).as_markdown())
         return
-    if cfg.model.name == "mtdnet":
-        from reidkit.training.mtdnet_trainer import MTDNetTrainer as Trainer  # noqa: N814
-    summary = Trainer(cfg, resume=resume).fit(strict_images=strict)
+    summary = build_trainer(cfg, resume=resume).fit(strict_images=strict)
     console.print_json(data=_finite(summary))
 
 

@@ -1,6 +1,7 @@
 """Multi-split protocols: per-split CMC against a straightforward reference, averaging, tables."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_evaluate_split_matches_the_reference(viper_root):
 
 
 def test_run_protocol_averages_the_splits(viper_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(protocols, "_load_any", lambda path, device: MeanGrey())
+    monkeypatch.setattr(protocols, "load_model", lambda path, map_location: MeanGrey())
     cfg = load_config("mtdnet_viper", [f"data.root={viper_root}", f"train.output_dir={tmp_path}",
                                        "data.height=16", "data.width=8", "train.device=cpu",
                                        "data.num_workers=0"])
@@ -94,3 +95,26 @@ def test_mean_std_and_markdown_by_hand():
     assert lines[0] == "| split | rank-1 | rank-5 | rank-10 | rank-20 | mAP |"
     assert lines[2] == "| 0 | 50.00 | 75.00 | 87.50 | 100.00 | 60.00 |"
     assert lines[-1].startswith("| mean (3 splits) | **25.00** ± 20.41 | **50.00** ± 20.41 |")
+
+
+def test_all_splits_resume_continues_each_started_split(viper_root, tmp_path, monkeypatch):
+    calls = []
+
+    class FakeTrainer:
+        def __init__(self, cfg, resume):
+            self.cfg, self.resume = cfg, resume
+
+        def fit(self):
+            calls.append((self.cfg.data.options["split"], self.resume))
+            return {"model": str(Path(self.cfg.train.output_dir) / "last.safetensors")}
+
+    monkeypatch.setattr(protocols, "build_trainer",
+                        lambda cfg, resume, console: FakeTrainer(cfg, resume))
+    monkeypatch.setattr(protocols, "load_model", lambda path, map_location: MeanGrey())
+    cfg = load_config("mtdnet_viper", [f"data.root={viper_root}", f"train.output_dir={tmp_path}",
+                                       "data.height=16", "data.width=8", "train.device=cpu"])
+    (tmp_path / "split0").mkdir()
+    (tmp_path / "split0" / "train_state.pt").write_bytes(b"")  # split 0 was started
+    run_protocol(cfg, splits=[0, 4], resume=True)
+    run_protocol(cfg, splits=[0, 4], resume=False)
+    assert calls == [(0, True), (4, False), (0, False), (4, False)]

@@ -19,10 +19,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline": GlobalBaseline,
     "mtdnet": build_mtdnet,
 }
+# how each model is trained: "id-triplet" (ID + triplet losses, dynamic scheduler) or "mtdnet"
+# (cross-camera triplets, ranking + verification); reidkit.training.build_trainer reads it
+TRAINED_BY: dict[str, str] = {"pyramid": "id-triplet", "stripes": "id-triplet",
+                              "baseline": "id-triplet", "mtdnet": "mtdnet"}
 
 __all__ = [
     "ARCHITECTURES",
     "MODELS",
+    "TRAINED_BY",
     "GlobalBaseline",
     "Pyramid",
     "ReIDModel",

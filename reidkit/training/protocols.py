@@ -27,10 +27,10 @@ from torch import nn
 from reidkit.config import Config
 from reidkit.data import ReIDDataset, load_dataset
 from reidkit.evaluation import evaluate_rank
-from reidkit.models.io import load_model, read_model_meta
-from reidkit.training.base import resolve_device
-from reidkit.training.mtdnet_trainer import MTDNetTrainer, load_mtdnet, model_distances
-from reidkit.training.trainer import Trainer
+from reidkit.models.io import load_model
+from reidkit.training import build_trainer
+from reidkit.training.base import STATE_FILE, resolve_device
+from reidkit.training.mtdnet_trainer import model_distances
 
 RANKS = (1, 5, 10, 20)
 
@@ -147,14 +147,16 @@ def run_protocol(
     console: Console | None = None,
     *,
     checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> ProtocolResult:
     """Train and evaluate ``cfg`` on every split of its data set (or on ``splits``); average.
 
     Split ``i`` sets ``data.options.split=i`` and trains into ``<train.output_dir>/split<i>``
     (MTDnet recipes with :class:`MTDNetTrainer`, others with :class:`Trainer`). With
     ``checkpoint`` nothing is trained: the model file is evaluated on every split; a path
-    holding ``{split}`` names one file per split. The table is written to
-    ``<train.output_dir>/protocol.json`` and ``protocol.md``.
+    holding ``{split}`` names one file per split. ``resume`` continues each split's run where
+    it stopped (a finished split is only evaluated; a split never started is trained). The table
+    is written to ``<train.output_dir>/protocol.json`` and ``protocol.md``.
     """
     console = console or Console(stderr=True)
     c = cfg.data
@@ -171,13 +173,12 @@ def run_protocol(
         split_cfg.data.options = {**c.options, "split": split}
         split_cfg.train.output_dir = str(out / f"split{split}")
         if checkpoint is None:
-            trainer: MTDNetTrainer | Trainer = (
-                MTDNetTrainer(split_cfg, console=console) if cfg.model.name == "mtdnet"
-                else Trainer(split_cfg, console=console))
+            started = (Path(split_cfg.train.output_dir) / STATE_FILE).is_file()
+            trainer = build_trainer(split_cfg, resume=resume and started, console=console)
             path = str(trainer.fit()["model"])
         else:
             path = str(checkpoint).format(split=split)
-        model = _load_any(path, device)
+        model = load_model(path, map_location=device)
         dataset = load_dataset(c.dataset, c.root, **split_cfg.data.options)
         result = evaluate_split(model, dataset, height=c.height, width=c.width,
                                 batch_size=cfg.sampler.batch_size, num_workers=c.num_workers,
@@ -191,10 +192,3 @@ def run_protocol(
     (out / "protocol.json").write_text(json.dumps(table.as_dict(), indent=2))
     (out / "protocol.md").write_text(table.as_markdown() + "\n")
     return table
-
-
-def _load_any(path: str, device: torch.device) -> nn.Module:
-    config, _ = read_model_meta(path)
-    if config.get("name") == "mtdnet":
-        return load_mtdnet(path, map_location=device)
-    return load_model(path, map_location=device)
