@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from reidkit.config import list_recipes, load_config
 from reidkit.data import ImageRecord
 from reidkit.data.synthetic import generate
-from reidkit.models.io import CheckpointError, save_model
+from reidkit.models.io import CheckpointError, load_model, save_model
 from reidkit.models.mtdnet import build_mtdnet
 from reidkit.training.base import ResumeError
-from reidkit.training.mtdnet_trainer import MTDNetTrainer, load_mtdnet, split_validation
+from reidkit.training.mtdnet_trainer import MTDNetTrainer, split_validation
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ def test_fit_logs_validates_and_saves_a_loadable_model(roots, tmp_path):
     vals = [r for r in records if "val_mAP" in r]
     assert len(vals) == 2 and all(0 <= r["val_rank1"] <= 1 for r in vals)
     assert summary["best_epoch"] in (1, 2)
-    model = load_mtdnet(summary["model"])
+    model = load_model(summary["model"], expect={"name": "mtdnet"})
     assert model.config["input_size"] == [SIZE, SIZE] and model.ranks_by == "pairs"
     assert model(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 16)
 

@@ -36,24 +36,13 @@ from reidkit.data.samplers import (
 from reidkit.data.transforms import build_transforms
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.inference import extract_features
-from reidkit.models.io import CheckpointError, load_weights, read_model_meta
+from reidkit.models.io import CheckpointError, load_model, read_model_meta
 from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss, build_mtdnet
 from reidkit.retrieval.pair_ranking import pair_distance_matrix
 from reidkit.training.base import TrainerBase
 from reidkit.training.streams import BatchStream
 
 _HEADS = ("rank_fc.", "rank_head.", "verifier.")
-
-
-def load_mtdnet(path: str | Path, map_location: str | torch.device = "cpu") -> MTDNet:
-    """Rebuild the MTDnet stored in a reidkit model file and load its weights (eval mode)."""
-    config, _ = read_model_meta(path)
-    if config.get("name") != "mtdnet":
-        raise CheckpointError(f"{path} holds a {config.get('name')!r} model; MTDnet training "
-                              "needs an MTDnet model file (mtdnet.init_checkpoint)")
-    model = build_mtdnet(**{**config, "pretrained": None})
-    load_weights(model, load_file(str(path), device=str(map_location)), source=str(path))
-    return model.to(map_location).eval()
 
 
 def init_from_checkpoint(model: MTDNet, path: str | Path) -> list[str]:
@@ -155,7 +144,7 @@ class MTDNetTrainer(TrainerBase):
         if not (t.source_dataset and t.source_root):
             raise ValueError("mtdnet.cross_domain needs mtdnet.source_dataset and "
                              "mtdnet.source_root (the data set the init_checkpoint was trained on)")
-        source = load_mtdnet(t.init_checkpoint)
+        source = load_model(t.init_checkpoint, expect={"name": "mtdnet"})
         if source.config["input_size"] != size:
             raise ValueError(f"the source model takes {source.config['input_size']} images but "
                              f"data.height x data.width is {size}; they must match")
