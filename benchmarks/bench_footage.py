@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/bench_footage.py [--work benchmarks/tmp_footage] [--epochs 6]
      [--min-crops 20] [--gap 10] [--queries-per-half 3]
 
-1. Ingest: ``reidkit.footage.ingest`` with the default settings (HOG at 1.5x, ByteTrack) over the
+1. Ingest: ``reidkit.footage.ingest()`` with the default settings (HOG at 1.5x, ByteTrack) over the
    whole of Debian's opencv-doc ``vtest.avi`` (795 frames, 768x576, 10 fps). An earlier finished
    ingest in ``--work`` is reused (its counts and frames/s are those measured when it ran).
 2. Protocol: every tracklet with at least ``--min-crops`` crops is cut at its middle frame into two

@@ -123,6 +123,9 @@ def test_the_ingested_folder_loads_with_its_sightings(ingested) -> None:
         assert r.pid == r.sighting.tracklet and r.camid == 0 and r.camera == "vtest"
         assert f"_{r.sighting.frame:06d}_" in Path(r.path).name
     assert len(read_sightings(out)) == summary.crops
+    # The crop folder by itself: the sidecar one level up is found.
+    alone = attach_sightings(load_dataset("folder", out / "gallery").gallery, out / "gallery")
+    assert [r.sighting for r in alone] == [r.sighting for r in records]
 
 
 def test_an_interrupted_ingest_resumes_to_the_same_result(video: Path, ingested, tmp_path: Path) -> None:

@@ -69,7 +69,13 @@ def read_sightings(root: str | Path) -> dict[str, tuple[int, Sighting]]:
 
 
 def attach_sightings(records: Sequence[ImageRecord], root: str | Path) -> list[ImageRecord]:
-    """``records`` with the sighting and camera name of every crop that ``root``'s sidecar lists."""
+    """``records`` with the sighting and camera name of every crop that the sidecar lists.
+
+    The sidecar is looked for in ``root`` and, for a crop folder loaded by itself, in its parent.
+    """
+    root = Path(root)
+    if not (root / SIDECAR).is_file() and (root.parent / SIDECAR).is_file():
+        root = root.parent
     table = read_sightings(root)
     if not table:
         return list(records)

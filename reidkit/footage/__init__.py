@@ -11,8 +11,8 @@ from typing import Any
 _EXPORTS = {
     "DetectionFilter": "detect", "DetectorError": "detect", "HOGDetector": "detect",
     "TorchvisionDetector": "detect", "build_detector": "detect",
-    "IngestError": "ingest", "IngestSettings": "ingest", "IngestSummary": "ingest",
-    "VideoSummary": "ingest", "gallery_records": "ingest", "ingest": "ingest",
+    "IngestError": "pipeline", "IngestSettings": "pipeline", "IngestSummary": "pipeline",
+    "VideoSummary": "pipeline", "gallery_records": "pipeline", "ingest": "pipeline",
     "FootageError": "video", "VideoError": "video", "VideoInfo": "video", "probe": "video",
     "read_frame": "video",
 }

@@ -37,7 +37,7 @@ def ingest_command(
 
     Example: reidkit ingest /usr/share/doc/opencv-doc/examples/data/vtest.avi --out footage/
     """
-    from reidkit.footage.ingest import IngestSettings, ingest
+    from reidkit.footage.pipeline import IngestSettings, ingest
 
     settings = IngestSettings(
         detector=detector, detector_weights=None if detector_weights is None else str(detector_weights),
