@@ -185,6 +185,12 @@ class GalleryIndex:
             return torch.from_numpy(rows.numpy().astype(np.float32))  # numpy converts ~4x faster
         return rows.float()
 
+    def _rows_at(self, index: torch.Tensor) -> torch.Tensor:
+        """Gallery rows ``index`` as float32."""
+        if self._gallery.dtype == torch.float16 and self._gallery.device.type == "cpu":
+            return torch.from_numpy(self._gallery.numpy()[index.numpy()].astype(np.float32))
+        return self._gallery[index].float()
+
     def _row_terms(self) -> torch.Tensor:
         """Per-row constants, computed on first use: |g|^2 (euclidean) or 1 / |g| (cosine)."""
         if self._row_term is None:
@@ -253,7 +259,7 @@ class GalleryIndex:
         parts = []
         for start in range(0, len(q), step):
             qs, idx = q[start:start + step], index[start:start + step]
-            rows = self._gallery[idx.reshape(-1)].float().view(*idx.shape, self.dim)
+            rows = self._rows_at(idx.reshape(-1)).view(*idx.shape, self.dim)
             if self.metric == "euclidean":
                 parts.append((rows - qs[:, None]).norm(dim=2))
             else:
