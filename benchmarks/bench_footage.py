@@ -10,7 +10,12 @@ Run: .venv/bin/python benchmarks/bench_footage.py [--work benchmarks/tmp_footage
    time halves, dropping ``--gap`` frames on each side of the cut (adjacent frames are near copies).
    The tracklet is the identity and the half is the camera, so the Market-1501 protocol removes
    same-half matches: a query from one half must find the other half of its tracklet among the
-   crops of all tracklets. Queries: ``--queries-per-half`` crops evenly spaced through each half;
+   crops of all tracklets. People walk in and out of the scene, so one person often has several
+   tracklets, and finding them counts as a miss here. The second table therefore also ranks each
+   query only against its own tracklet and the tracklets seen in the same frames as it (certainly
+   other people, the idea of tracklet-based unsupervised re-ID, TAUDL/UTAL): the other gallery
+   crops are moved to the end of the ranking, which AP and CMC then ignore as they follow all
+   true matches. Queries: ``--queries-per-half`` crops evenly spaced through each half;
    gallery: every crop of both halves. Tracklets whose box centre moves less than 20 px over
    their life are dropped as static false detections (a parked van). Tracklets are not checked by
    hand: two tracklets of one person count as different identities, which only lowers the scores.
@@ -89,6 +94,30 @@ def reassociation_split(records: list[ImageRecord], min_crops: int, gap: int,
     return query, gallery, counts
 
 
+def co_occurring(records: list[ImageRecord]) -> dict[int, set[int]]:
+    """For every tracklet, the tracklets seen in at least one of the same frames (itself included)."""
+    by_frame: dict[int, set[int]] = defaultdict(set)
+    for r in records:
+        by_frame[r.sighting.frame].add(r.sighting.tracklet)
+    together: dict[int, set[int]] = defaultdict(set)
+    for tracklets in by_frame.values():
+        for t in tracklets:
+            together[t] |= tracklets
+    return together
+
+
+def certain_negatives_only(dist: np.ndarray, query: list[ImageRecord], gallery: list[ImageRecord],
+                           together: dict[int, set[int]]) -> np.ndarray:
+    """``dist`` with gallery crops of tracklets that never share a frame with the query's pushed
+    past every other crop (their order among themselves kept)."""
+    g_tracklets = np.array([r.pid for r in gallery])
+    out = dist.astype(np.float64, copy=True)
+    far = float(np.abs(dist).max()) * 10 + 1
+    for i, q in enumerate(query):
+        out[i, ~np.isin(g_tracklets, list(together[q.pid]))] += far
+    return out
+
+
 def train_pyramid(work: Path, epochs: int) -> Path:
     """A Pyramid trained on the synthetic demo preset; reused when its run folder is complete."""
     model = work / "run" / "best.safetensors"
@@ -139,19 +168,23 @@ def main() -> None:
 
     hist = [color_histogram_features([r.path for r in rs]) for rs in (query, gallery)]
     distances = {"colour histogram (HSV 8x4x4, 6 stripes; no learning)": compute_distance(*hist)}
-    t = time.perf_counter()
     model = train_pyramid(args.work, args.epochs)
-    train_s = time.perf_counter() - t
+    train_s = json.loads((model.parent / "summary.json").read_text())["train_seconds"]
     distances[f"Pyramid, ResNet-18 from scratch, {args.epochs} epochs on synthetic data only"] = \
         pyramid_distances(model, query, gallery)
 
     q_pids, g_pids = np.array([r.pid for r in query]), np.array([r.pid for r in gallery])
     q_cams, g_cams = np.array([r.camid for r in query]), np.array([r.camid for r in gallery])
+    together = co_occurring(records)
     rows = []
     for name, dist in distances.items():
-        res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=min(20, len(gallery)))
-        rows.append(f"| {name} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} | {100 * res.cmc[4]:.1f} "
-                    f"| {res.num_valid_queries} |")
+        for gallery_kind, d in (("all tracklets", dist),
+                                ("own + co-occurring tracklets",
+                                 certain_negatives_only(dist, query, gallery, together))):
+            res = evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=min(20, len(gallery)))
+            rows.append(f"| {name} | {gallery_kind} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} "
+                        f"| {100 * res.cmc[4]:.1f} | {res.num_valid_queries} |")
+    per_query = [len([r for r in gallery if r.pid in together[q.pid]]) for q in query]
     pyramid_dist = list(distances.values())[1]
     picks = np.linspace(0, len(query) - 1, 4).round().astype(int).tolist()
     pictures = ranked_lists(pyramid_dist, query, gallery, picks, topk=8)
@@ -193,17 +226,19 @@ HOG dominates the time (one thread per frame; the machine was shared). frames/s 
 {counts['tracklets']} tracklets: {counts['used']} used, {counts['short']} shorter than {args.min_crops} crops
 (or a half under 2 crops after the {args.gap}-frame gap), {counts['static']} static (centre moved
 < {STATIC_PX} px).
-{len(query)} queries, {len(gallery)} gallery crops; Market-1501 protocol (halves are cameras), standard AP.
+{len(query)} queries, {len(gallery)} gallery crops ({int(np.median(per_query))} per query, median, with
+co-occurring tracklets only); Market-1501 protocol (halves are cameras), standard AP.
 
-| method | mAP | rank-1 | rank-5 | valid queries |
-|---|---:|---:|---:|---:|
+| method | gallery | mAP | rank-1 | rank-5 | valid queries |
+|---|---|---:|---:|---:|---:|
 """ + "\n".join(rows) + f"""
 
-The Pyramid was trained on the synthetic `demo` preset only ({train_s / 60:.1f} min here; 0 when
-reused), input 96x48, and has never seen the video; the histogram needs no training. Identities
-are tracklets, not people checked by hand: a person whose track broke counts as two identities,
-which lowers both rows alike. `footage_ranked.png`: four queries and their top 8 by the Pyramid (green = same
-tracklet, the other half).
+The Pyramid was trained on the synthetic `demo` preset only ({train_s / 60:.1f} min of training,
+from its run's summary), input 96x48, and has never seen the video; the histogram needs no
+training. Identities are tracklets, not people checked by hand: a person whose track broke counts
+as two identities in the "all tracklets" rows, which the ranked lists show is most of their
+misses. `footage_ranked.png`: four queries and their
+top 8 by the Pyramid (green = same tracklet, the other half).
 
 Total benchmark time {(time.perf_counter() - started) / 60:.1f} min.
 """
