@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reidkit.errors import ReidkitError
+from reidkit.footage.cli import ingest_command  # light: torch and OpenCV load when it runs
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -316,11 +317,15 @@ def _load_distmat(path: Path) -> tuple[np.ndarray, ...]:
     return arrays
 
 
-def _load_feature_pair(query: Path, gallery: Path):
+AllowUnknown = Annotated[bool, typer.Option(
+    "--allow-unknown-model", help="use feature files that do not record their model (with a warning)")]
+
+
+def _load_feature_pair(query: Path, gallery: Path, allow_unknown_model: bool = False):
     from reidkit.retrieval.features import check_same_model, load_features
 
     q, g = load_features(query), load_features(gallery)
-    check_same_model(q, g)
+    check_same_model(q, g, allow_unknown_model=allow_unknown_model)
     return q, g
 
 
@@ -464,14 +469,27 @@ def search(
     backend: Annotated[str, typer.Option(help="torch | faiss | auto")] = "torch",
     json_out: JsonOut = None,
     strict: Annotated[bool, typer.Option(help="stop on unreadable query images")] = False,
+    camera: Annotated[list[str] | None, typer.Option(
+        help="only matches from this camera (3 for _c3, a video's name; repeatable)")] = None,
+    time_from: Annotated[float | None, typer.Option(help="only crops seen at or after this second")] = None,
+    time_to: Annotated[float | None, typer.Option(help="only crops seen at or before this second")] = None,
+    allow_unknown_model: AllowUnknown = False,
 ) -> None:
-    """Rank a gallery for one or more query images.
+    """Rank a gallery for one or more query images; for ingested footage, say where and when.
 
     Example: reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query me.jpg --topk 5
              reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query people/ --json -
+             reidkit search --gallery footage/gallery.safetensors --checkpoint m.safetensors \\
+                 --query crop.jpg --camera vtest --time-from 10 --time-to 40
     """
     from reidkit.data.dataset import ImageRecord
-    from reidkit.retrieval.features import check_same_model, extract_feature_set, load_features
+    from reidkit.retrieval.features import (
+        check_known_model,
+        check_same_model,
+        extract_feature_set,
+        load_features,
+        search_subset,
+    )
     from reidkit.retrieval.search import GalleryIndex
 
     queries = _query_images(query)
@@ -482,25 +500,36 @@ def search(
                                  "re-extract it with `reidkit extract`")
     if len(g) == 0:
         raise FeatureValuesError(f"{gallery} holds no features; extract a gallery with images")
+    check_known_model(g, str(gallery), allow_unknown_model=allow_unknown_model)
+    if time_from is not None and time_to is not None and time_from > time_to:
+        raise typer.BadParameter(f"{time_from} is after --time-to {time_to}", param_hint="--time-from")
+    known = {g.camera_label(i) for i in range(len(g))}
+    if set(camera or ()) - known:
+        raise typer.BadParameter(f"no gallery camera is named {', '.join(sorted(set(camera) - known))}; "
+                                 f"the gallery's cameras: {', '.join(sorted(known))}", param_hint="--camera")
+    mask = g.select(camera, time_from, time_to)
     size = g.meta.get("input_size") or [None, None]
     records = _readable([ImageRecord(str(p), -1, -1) for p in queries], strict)
     q = extract_feature_set(checkpoint, records, height=size[0], width=size[1],
                             flip=bool(g.meta.get("flip")), num_workers=0, progress=False)
-    check_same_model(q, g)
-    dist, idx = GalleryIndex.from_feature_set(g, backend=backend).search(q.features, min(topk, len(g)))
-    results = {r.path: [{"rank": k + 1, "path": g.paths[i], "distance": float(d),
-                         "pid": int(g.pids[i]), "camid": int(g.camids[i])}
+    check_same_model(q, g, allow_unknown_model=allow_unknown_model)
+    index = GalleryIndex.from_feature_set(g, backend=backend)
+    dist, idx = search_subset(index, g, q.features, min(topk, len(g)), mask)
+    results = {r.path: [{"rank": k + 1, "distance": float(d), **g.describe(int(i))}
                         for k, (d, i) in enumerate(zip(drow, irow, strict=True))]
                for r, drow, irow in zip(records, dist, idx, strict=True)}
     if _write_json(json_out, results):
         return
+    footage = g.sightings is not None
+    columns = ("rank", "distance", "person", "camera", *(("time", "frame") if footage else ()), "path")
     for path, matches in results.items():
-        table = Table(title=f"query {path}")
-        for column in ("rank", "distance", "pid", "cam", "path"):
-            table.add_column(column, justify="left" if column == "path" else "right")
+        table = Table(title=f"query {path}" + ("" if matches else ": no gallery image passes the filters"))
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("path", "camera") else "right")
         for m in matches:
-            table.add_row(str(m["rank"]), f"{m['distance']:.4f}", str(m["pid"]), str(m["camid"]),
-                          m["path"])
+            seen = (f"{m['time']:.1f}s", str(m["frame"])) if "frame" in m else ("", "")
+            table.add_row(str(m["rank"]), f"{m['distance']:.4f}", m["identity"] or "-", m["camera"],
+                          *(seen if footage else ()), m["path"])
         console.print(table)
 
 
@@ -544,21 +573,19 @@ def visualize(
     num: Annotated[int, typer.Option(min=1, help="number of queries to draw")] = 8,
     topk: Annotated[int, typer.Option(min=1, help="matches per ranked list")] = 10,
     metric: Annotated[str, typer.Option(help="euclidean | cosine")] = "euclidean",
+    allow_unknown_model: AllowUnknown = False,
 ) -> None:
     """Ranked-list pictures (green/red borders when labels are known) and a CMC plot.
 
     Example: reidkit visualize --query q.safetensors --gallery g.safetensors --out pictures/
     """
-    from reidkit.data.dataset import ImageRecord
     from reidkit.evaluation import compute_distance, evaluate_rank
     from reidkit.retrieval.visualize import plot_cmc, ranked_lists
 
-    q, g = _load_feature_pair(query, gallery)
+    q, g = _load_feature_pair(query, gallery, allow_unknown_model)
     dist = compute_distance(q.features, g.features, metric=metric)
     labelled = bool((q.pids >= 0).any() and (g.pids >= 0).any())
-    records = [[ImageRecord(p, int(i), int(c)) for p, i, c in zip(fs.paths, fs.pids, fs.camids,
-                                                                    strict=True)]
-               for fs in (q, g)]
+    records = [fs.records() for fs in (q, g)]  # with the data set's camera/person names
     out.mkdir(parents=True, exist_ok=True)
     picks = np.linspace(0, len(q) - 1, min(num, len(q))).round().astype(int).tolist()
     for n, image in enumerate(ranked_lists(dist, *records, picks, topk=topk, labelled=labelled)):
@@ -640,14 +667,19 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
     k: Annotated[int, typer.Option(min=1, help="default number of matches")] = 10,
+    allow_unknown_model: AllowUnknown = False,
 ) -> None:
-    """Serve gallery search over HTTP, with a web page at /.
+    """Serve gallery search over HTTP, with a web page at / (API docs at /docs).
 
     Example: reidkit serve --checkpoint run/best.safetensors --gallery g.safetensors --query q.safetensors
     """
     from reidkit.serve import serve as run_service
 
-    run_service(checkpoint, gallery, query_features=query, host=host, port=port, k_default=k)
+    run_service(checkpoint, gallery, query_features=query, host=host, port=port, k_default=k,
+                allow_unknown_model=allow_unknown_model)
+
+
+app.command("ingest")(ingest_command)
 
 
 # --------------------------------------------------------------------------- demo

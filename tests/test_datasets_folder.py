@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from reidkit.data import ImageRecord, load_dataset
+from reidkit.data.dataset import Sighting
 from reidkit.data.datasets import DatasetLayoutError
+from reidkit.data.sidecar import SIDECAR, sighting_row, write_rows
 
 
 def touch(root: Path, *rel: str) -> None:
@@ -22,14 +25,15 @@ def test_identity_folders_with_numeric_names_and_no_cameras(tmp_path: Path) -> N
           "gallery/Thumbs.db")
     ds = load_dataset("folder", tmp_path)
     t = str(tmp_path)
-    assert ds.train == [ImageRecord(f"{t}/train/0003/a.jpg", 0, 0),
-                        ImageRecord(f"{t}/train/0003/b.jpg", 0, 0),
-                        ImageRecord(f"{t}/train/0010/a.png", 1, 0)]
+    # the folder names are the identities' own names (shown to people); no camera names
+    assert ds.train == [ImageRecord(f"{t}/train/0003/a.jpg", 0, 0, None, "0003"),
+                        ImageRecord(f"{t}/train/0003/b.jpg", 0, 0, None, "0003"),
+                        ImageRecord(f"{t}/train/0010/a.png", 1, 0, None, "0010")]
     # no cameras: every gallery image is a camera of its own, and queries after them
-    assert ds.gallery == [ImageRecord(f"{t}/gallery/0021/g1.jpg", 21, 0),
-                          ImageRecord(f"{t}/gallery/0021/g2.jpg", 21, 1),
-                          ImageRecord(f"{t}/gallery/0030/x.jpg", 30, 2)]
-    assert ds.query == [ImageRecord(f"{t}/query/0021/q.jpg", 21, 3)]
+    assert ds.gallery == [ImageRecord(f"{t}/gallery/0021/g1.jpg", 21, 0, None, "0021"),
+                          ImageRecord(f"{t}/gallery/0021/g2.jpg", 21, 1, None, "0021"),
+                          ImageRecord(f"{t}/gallery/0030/x.jpg", 30, 2, None, "0030")]
+    assert ds.query == [ImageRecord(f"{t}/query/0021/q.jpg", 21, 3, None, "0021")]
     assert any("own camera" in n for n in ds.notes)
     assert any("get camid 0" in n for n in ds.notes)
     assert any("Thumbs.db" in n for n in ds.notes)
@@ -150,3 +154,20 @@ def test_test_ids_and_unknown_options_are_checked(tmp_path: Path) -> None:
     touch(tmp_path / "split", "query/1/a.jpg", "gallery/1/b.jpg")
     with pytest.raises(ReidkitError, match="already has query/gallery"):
         load_dataset("folder", tmp_path / "split", test_ids=1)
+
+
+def test_folder_records_carry_names_and_sightings(tmp_path: Path) -> None:
+    for name in ("gallery/alice/x_c6.jpg", "gallery/bob/y_c2.jpg"):
+        (tmp_path / "names" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 16)).save(tmp_path / "names" / name)
+    records = load_dataset("folder", tmp_path / "names").gallery
+    assert [(r.identity, r.camera, r.camid) for r in records] == [("alice", "6", 5), ("bob", "2", 1)]
+    out = tmp_path / "ingest"
+    (out / "gallery").mkdir(parents=True)
+    Image.new("RGB", (8, 16)).save(out / "gallery" / "0003_c1s1_000012_00.jpg")
+    sighting = Sighting("/v/cam.avi", "cam", 12, 1.2, (1, 2, 9, 18), 0.9, 3)
+    with open(out / SIDECAR, "w") as fh:
+        write_rows(fh, [sighting_row("gallery/0003_c1s1_000012_00.jpg", 1, sighting)], header=True)
+    (record,) = load_dataset("folder", out).gallery
+    assert (record.pid, record.camid, record.camera, record.identity) == (3, 0, "cam", "0003")
+    assert record.sighting == Sighting("/v/cam.avi", "cam", 12, 1.2, (1, 2, 9, 18), 0.9, 3)

@@ -86,8 +86,9 @@ def test_file_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"\.safetensors or \.npz"):
         save_features(tmp_path / "features.pkl", make_set())
     (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
-    with pytest.raises(FeatureFileError, match="not a readable .npz"):
+    with pytest.raises(FeatureFileError, match="not an .npz archive") as caught:
         load_features(tmp_path / "junk.npz")
+    assert "pickle" not in str(caught.value)  # a text file is not "pickled data" (numpy's words)
     (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     with pytest.raises(FeatureFileError, match="junk.safetensors"):
         load_features(tmp_path / "junk.safetensors")

@@ -98,7 +98,7 @@ def test_the_service_shows_where_and_when(footage: dict[str, Path]) -> None:
     assert results[0]["sighting"] == {"video": "vtest.avi", "camera": "vtest", "frame": s.frame,
                                       "time": s.time, "box": list(s.box), "score": pytest.approx(s.score),
                                       "tracklet": s.tracklet}
-    assert results[0]["camera"] == "vtest" and results[0]["identity"] == str(s.tracklet)
+    assert results[0]["camera"] == "vtest" and results[0]["identity"] == f"{s.tracklet:04d}"
     # The same crop's tracklet: its other crops come next (neighbouring frames look alike).
     same = [r for r in results[1:3] if r["sighting"]["tracklet"] == s.tracklet]
     assert same, results

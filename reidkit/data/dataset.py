@@ -101,15 +101,21 @@ class ReIDDataset:
         kept = [r for r in self.train if r.pid not in held]
         val_query: list[ImageRecord] = []
         val_gallery: list[ImageRecord] = []
-        seen: set[tuple[int, int]] = set()
+        # without camera ids (one camera for all), one image per identity is the query
+        one_camera = len({r.camid for r in self.train}) == 1
+        seen: set[object] = set()
         for r in self.train:
             if r.pid not in held:
                 continue
-            if (r.pid, r.camid) in seen:
+            key = r.pid if one_camera else (r.pid, r.camid)
+            if key in seen:
                 val_gallery.append(r)
             else:
-                seen.add((r.pid, r.camid))
+                seen.add(key)
                 val_query.append(r)
+        if one_camera:  # each validation image its own camera, so no match is removed
+            val_gallery = [r._replace(camid=i) for i, r in enumerate(val_gallery)]
+            val_query = [r._replace(camid=len(val_gallery) + i) for i, r in enumerate(val_query)]
         reduced = ReIDDataset(self.name, relabel(kept), self.query, self.gallery,
                               self.split, self.num_splits, list(self.notes))
         return reduced, val_query, val_gallery

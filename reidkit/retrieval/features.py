@@ -25,13 +25,14 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
+from rich.console import Console
 
 from reidkit import __version__
 from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
@@ -40,6 +41,7 @@ from reidkit.data.transforms import build_transforms
 from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
 from reidkit.models.io import atomic_write, load_model, read_model_meta
+from reidkit.progress import progress as progress_display
 from reidkit.retrieval.search import METRICS, GalleryIndex
 
 FORMAT = "reidkit-features/1"
@@ -371,6 +373,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
 
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if not zipfile.is_zipfile(path):  # numpy would call a text file "pickled data"
+        raise FeatureFileError(f"{path} is not an .npz archive (a zip of arrays); write feature "
+                               "files with `reidkit extract`")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -444,7 +449,7 @@ def extract_feature_set(
     model = load_model(model_path, map_location=device)
     transform = build_transforms(*size, train=False, normalize=not config.get("caffe_input", False))
     loader = build_test_loader(records, transform, batch_size, num_workers)
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_display(Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("extracting features", total=len(loader.dataset))
         features = extract_features(model, loader, device, flip=flip,
                                     on_batch=lambda n: bar.advance(task, n))

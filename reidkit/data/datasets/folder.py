@@ -37,6 +37,7 @@ from reidkit.data.datasets._common import (
     prefix,
     stray_note,
 )
+from reidkit.data.sidecar import attach_sightings
 
 SUBSET_FOLDERS = {
     "train": ("train", "bounding_box_train"),
@@ -196,7 +197,9 @@ def load_folder(root: Path, *, subset: str = "auto", test_ids: int = 0, seed: in
                 camid = 0
             else:
                 camid = it.camera - offset
-            out.append(ImageRecord(it.path, pid, camid))
+            # The data set's own names, shown to people: folder name or file-name id, _c<n>.
+            out.append(ImageRecord(it.path, pid, camid, None if it.camera is None else str(it.camera),
+                                   it.identity))
         return out
 
     train, gallery = records("train", 0), records("gallery", 0)
@@ -211,6 +214,8 @@ def load_folder(root: Path, *, subset: str = "auto", test_ids: int = 0, seed: in
         notes.append(f"held out {test_ids} training identities as the test split (test_ids, "
                      f"seed {seed}): {len(query)} query and {len(gallery)} gallery images"
                      + ("" if train_cams else "; every test image counts as its own camera"))
+    # Crops from `reidkit ingest` carry where and when they were seen (sightings.csv).
+    query, gallery = attach_sightings(query, root), attach_sightings(gallery, root)
     return ReIDDataset(root.resolve().name, relabel(train), query, gallery, notes=notes)
 
 
@@ -231,6 +236,6 @@ def _carve_test(train: list[ImageRecord], num_ids: int, seed: int, cameras: bool
         query.append(images[0])
         gallery += images[1:]
     if not cameras:
-        gallery = [ImageRecord(r.path, r.pid, i) for i, r in enumerate(gallery)]
-        query = [ImageRecord(r.path, r.pid, len(gallery) + i) for i, r in enumerate(query)]
+        gallery = [r._replace(camid=i) for i, r in enumerate(gallery)]
+        query = [r._replace(camid=len(gallery) + i) for i, r in enumerate(query)]
     return [r for r in train if r.pid not in held], query, gallery
