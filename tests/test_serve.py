@@ -288,6 +288,11 @@ def test_start_up_errors_name_the_fix(files: dict[str, Path], sets: dict[str, Fe
 
     with pytest.raises(ValueError, match="k_default must be between 1 and"):
         create_app(files["checkpoint"], files["gallery"], k_default=len(g) + 1)
+    empty = FeatureSet(g.features[:0], [], g.pids[:0], g.camids[:0], g.meta)
+    save_features(tmp_path / "empty.npz", empty)
+    with pytest.raises(ValueError, match="holds no images; extract one") as caught:
+        create_app(files["checkpoint"], tmp_path / "empty.npz")
+    assert "k_default" not in str(caught.value)
     with pytest.raises(CheckpointError, match="does not exist"):
         create_app(tmp_path / "missing.safetensors", files["gallery"])
     with pytest.raises(ValueError, match="extracted differently"):

@@ -354,6 +354,9 @@ def create_app(
         raise ServiceError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
     gallery = load_features(gallery_features)
     check_known_model(gallery, str(gallery_features), allow_unknown_model=allow_unknown_model)
+    if not gallery.paths:
+        raise ServiceError(f"the gallery {gallery_features} holds no images; extract one with "
+                           "`reidkit extract --images FOLDER`")
     k_max = min(MAX_K, len(gallery.paths))
     if not 1 <= k_default <= k_max:
         raise ServiceError(f"k_default must be between 1 and {k_max} (gallery size {len(gallery.paths)}"
