@@ -5,8 +5,9 @@ Run the benchmarks first (each writes results/<name>.md), then: python benchmark
 
 from pathlib import Path
 
-ORDER = ["study", "evaluation", "synthetic", "training", "extraction", "rerank", "search",
-         "onnx", "pair_scoring", "serve"]
+ORDER = ["study", "evaluation", "evaluate_features", "synthetic", "training", "extraction", "rerank",
+         "search", "search_approximate_select", "search_approximate_500k", "search_approximate",
+         "onnx", "pair_scoring", "footage", "serve"]
 HEADER = """# Benchmarks
 
 Measured on this project's machines (2 CPU cores, 24 GiB, no GPU) by the scripts in `benchmarks/`.

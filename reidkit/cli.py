@@ -261,32 +261,45 @@ def evaluate(
     metric: Annotated[str, typer.Option(help="euclidean | cosine (features)")] = "euclidean",
     rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking (features)")] = False,
     max_rank: Annotated[int, typer.Option(min=1, help="longest CMC rank")] = 50,
-    device: Annotated[str, typer.Option(help="cpu | cuda, with --checkpoint")] = "cpu",
+    device: Annotated[str, typer.Option(
+        help="cpu | cuda: extraction (--checkpoint) and distances")] = "cpu",
+    distractors: Annotated[Path | None, typer.Option(
+        help="Market-1501 + 500k: the distractor folder, added to the gallery (--checkpoint)")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """CMC, mAP and mINP from a distance matrix, from feature files, or from a model on a data set.
 
+    Features are evaluated in blocks of queries (bounded memory, any gallery size, with a progress
+    bar); --rerank computes the re-ranked matrix instead.
+
     Examples: reidkit evaluate --distmat dist.npz
               reidkit evaluate --query q.safetensors --gallery g.safetensors --rerank --json -
               reidkit evaluate --checkpoint run/best.safetensors --root data/synth
+              reidkit evaluate --checkpoint best.safetensors --root data/market --distractors d500k/
     """
-    from reidkit.evaluation import evaluate_rank
+    from reidkit.evaluation import evaluate_features, evaluate_rank
 
+    options = {"max_rank": max_rank, "protocol": protocol, "ap": ap}
     if distmat is not None:
         if rerank:
             raise typer.BadParameter("--rerank needs features: use --query/--gallery or --checkpoint",
                                      param_hint="--rerank")
-        arrays = _load_distmat(distmat)
-    elif query is not None and gallery is not None:
-        arrays = _feature_distmat(*_load_feature_pair(query, gallery), metric, rerank)
-    elif checkpoint is not None and root is not None:
-        _device(device)
-        arrays = _feature_distmat(*_extract_dataset(checkpoint, dataset, root, device), metric,
-                                  rerank)
+        result = evaluate_rank(*_load_distmat(distmat), **options)
     else:
-        raise typer.BadParameter("give --distmat FILE, --query/--gallery FILES, or --checkpoint with "
-                                 "--root", param_hint="--distmat")
-    result = evaluate_rank(*arrays, max_rank=max_rank, protocol=protocol, ap=ap)
+        _device(device)
+        if query is not None and gallery is not None:
+            q, g = _load_feature_pair(query, gallery)
+        elif checkpoint is not None and root is not None:
+            q, g = _extract_dataset(checkpoint, dataset, root, device, distractors)
+        else:
+            raise typer.BadParameter("give --distmat FILE, --query/--gallery FILES, or --checkpoint "
+                                     "with --root", param_hint="--distmat")
+        if rerank:
+            result = evaluate_rank(*_feature_distmat(q, g, metric, rerank), **options)
+        else:
+            result = evaluate_features(q.features, g.features, q.pids, g.pids, q.camids, g.camids,
+                                       metric=metric, device=device, progress=json_out is None,
+                                       **options)
     if not _write_json(json_out, result.as_dict()):
         print_rank_result(result)
 
@@ -329,11 +342,12 @@ def _load_feature_pair(query: Path, gallery: Path, allow_unknown_model: bool = F
     return q, g
 
 
-def _extract_dataset(checkpoint: Path, dataset: str, root: Path, device: str):
+def _extract_dataset(checkpoint: Path, dataset: str, root: Path, device: str,
+                     distractors: Path | None = None):
     from reidkit.data import load_dataset
     from reidkit.retrieval.features import extract_feature_set
 
-    data = load_dataset(dataset, root)
+    data = load_dataset(dataset, root, **({} if distractors is None else {"distractors": distractors}))
     return tuple(extract_feature_set(checkpoint, _readable(records, strict=False), device=device)
                  for records in (data.query, data.gallery))
 
@@ -474,8 +488,13 @@ def search(
     time_from: Annotated[float | None, typer.Option(help="only crops seen at or after this second")] = None,
     time_to: Annotated[float | None, typer.Option(help="only crops seen at or before this second")] = None,
     allow_unknown_model: AllowUnknown = False,
+    approximate: Annotated[bool, typer.Option(
+        help="use the gallery's approximate index (reidkit index) above 100,000 items")] = True,
 ) -> None:
     """Rank a gallery for one or more query images; for ingested footage, say where and when.
+
+    A gallery of 100,000 items or more with an index built by `reidkit index` (GALLERY.faiss) is
+    searched through it, re-scoring its shortlist exactly; otherwise the search is exact.
 
     Example: reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query me.jpg --topk 5
              reidkit search --gallery g.safetensors --checkpoint run/best.safetensors --query people/ --json -
@@ -490,7 +509,7 @@ def search(
         load_features,
         search_subset,
     )
-    from reidkit.retrieval.search import GalleryIndex
+    from reidkit.retrieval.search import GalleryIndex, load_index_for
 
     queries = _query_images(query)
     g = load_features(gallery)
@@ -513,7 +532,12 @@ def search(
     q = extract_feature_set(checkpoint, records, height=size[0], width=size[1],
                             flip=bool(g.meta.get("flip")), num_workers=0, progress=False)
     check_same_model(q, g, allow_unknown_model=allow_unknown_model)
-    index = GalleryIndex.from_feature_set(g, backend=backend)
+    ann = (load_index_for(gallery, len(g), g.dim, g.meta.get("metric", "euclidean"))
+           if approximate else None)
+    index = GalleryIndex.from_feature_set(g, backend=backend, approximate=ann)
+    if index.mode == "approximate":
+        typer.echo(f"approximate search: {ann.spec}, nprobe {ann.nprobe}, "
+                   f"{ann.refine * topk} candidates re-scored per query", err=True)
     dist, idx = search_subset(index, g, q.features, min(topk, len(g)), mask)
     results = {r.path: [{"rank": k + 1, "distance": float(d), **g.describe(int(i))}
                         for k, (d, i) in enumerate(zip(drow, irow, strict=True))]
@@ -531,6 +555,33 @@ def search(
             table.add_row(str(m["rank"]), f"{m['distance']:.4f}", m["identity"] or "-", m["camera"],
                           *(seen if footage else ()), m["path"])
         console.print(table)
+
+
+@app.command("index")
+def index_command(
+    gallery: Annotated[Path, typer.Option(help="gallery feature file (reidkit extract)")],
+    spec: Annotated[str, typer.Option(help="faiss index_factory string; {nlist} stands for about "
+                                           "sqrt(N) lists")] = "PCA256,IVF{nlist},Flat",
+    nprobe: Annotated[int, typer.Option(min=1, help="inverted lists searched per query")] = 32,
+    refine: Annotated[int, typer.Option(min=1, help="candidates re-scored per wanted match")] = 10,
+) -> None:
+    """Build the approximate search index of a gallery feature file, saved next to it (FILE.faiss).
+
+    `reidkit search` and the service use it for galleries of 100,000 items or more.
+
+    Example: reidkit index --gallery g.safetensors
+    """
+    import time
+
+    from reidkit.retrieval.features import load_features
+    from reidkit.retrieval.search import build_index_file
+
+    g = load_features(gallery)
+    start = time.perf_counter()
+    path = build_index_file(gallery, g.features, g.meta.get("metric", "euclidean"), spec=spec,
+                            nprobe=nprobe, refine=refine)
+    console.print(f"wrote {path}: {len(g):,} items, {path.stat().st_size / len(g):.0f} bytes per "
+                  f"item, built in {time.perf_counter() - start:.1f} s", soft_wrap=True)
 
 
 @app.command("rerank")

@@ -340,3 +340,19 @@ def test_stats_of_identity_folders_with_a_carved_test_split(tmp_path):
     assert subsets["train"]["ids"] == 2 and subsets["query"] == {"ids": 1, "images": 1, "cams": 1}
     one_line_error(runner.invoke(app, ["datasets", "stats", str(tmp_path), "--name", "folder",
                                        "-o", "splits=2"]), "has no option splits")
+
+
+def test_index_command_saves_the_index_next_to_the_gallery(model_and_data, gallery_file, tmp_path):
+    import shutil
+
+    from reidkit.retrieval.features import load_features
+    from reidkit.retrieval.search import load_index_for
+
+    gallery = tmp_path / gallery_file.name
+    shutil.copy(gallery_file, gallery)
+    made = runner.invoke(app, ["index", "--gallery", str(gallery), "--spec", "IVF{nlist},Flat"])
+    assert made.exit_code == 0, made.output
+    g = load_features(gallery)
+    assert f"wrote {gallery}.faiss: {len(g):,} items" in made.output
+    index = load_index_for(gallery, len(g), g.dim, g.meta.get("metric", "euclidean"))
+    assert index is not None and index.nprobe == 32

@@ -41,7 +41,7 @@ from reidkit.retrieval.features import (
     load_features,
     search_subset,
 )
-from reidkit.retrieval.search import GalleryIndex
+from reidkit.retrieval.search import ApproximateIndex, GalleryIndex, load_index_for
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SearchEngine:
     """
 
     def __init__(self, checkpoint: str | Path, gallery: FeatureSet, query: FeatureSet | None,
-                 input_size: Sequence[int] | None) -> None:
+                 input_size: Sequence[int] | None, approximate: ApproximateIndex | None = None) -> None:
         config, extra = read_model_meta(checkpoint)
         recorded = gallery.meta.get("model_sha256")
         if recorded is not None and recorded != file_sha256(checkpoint):
@@ -152,7 +152,8 @@ class SearchEngine:
                                           normalize=not config.get("caffe_input", False))
         self.flip = bool(gallery.meta.get("flip", False))
         self.gallery = gallery
-        self.index = GalleryIndex.from_feature_set(gallery)
+        # above the threshold the index built by `reidkit index` is used, if there is one
+        self.index = GalleryIndex.from_feature_set(gallery, approximate=approximate)
         self._lock = threading.Lock()
         self.feature_dim = self._embed(torch.zeros(1, 3, *self.input_size)).shape[1]
         for name, fs in (("gallery", gallery), ("query", query)):
@@ -364,7 +365,9 @@ def create_app(
     query = load_features(query_features) if query_features is not None else None
     if query is not None:
         check_same_model(query, gallery, allow_unknown_model=allow_unknown_model)
-    engine = SearchEngine(checkpoint, gallery, query, input_size)
+    approximate = load_index_for(gallery_features, len(gallery), gallery.dim,
+                                 gallery.meta.get("metric", "euclidean"))
+    engine = SearchEngine(checkpoint, gallery, query, input_size, approximate)
     cameras = sorted({gallery.camera_label(i) for i in range(len(gallery))}, key=_natural)
     times = [s.time for s in gallery.sightings or () if s is not None]
     time_range = (min(times), max(times)) if times else None
