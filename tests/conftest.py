@@ -25,3 +25,13 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
     else:
         yield tmp_path_factory.mktemp("scratch")
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic Market-style set (10 training ids of 4 images) for training tests."""
+    from reidkit.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, preset="tiny", num_train_ids=10, num_test_ids=4, images_per_id=4, seed=1)
+    return root

@@ -9,10 +9,9 @@ import stat
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_training import tiny_pyramid_config
 
 import reidkit.training.base as base
-from reidkit.config import load_config
-from reidkit.data.synthetic import generate
 from reidkit.models.io import read_model_meta
 from reidkit.training.base import STATE_FILE, ResumeError, RunFolderError, clear_run, run_files
 from reidkit.training.trainer import Trainer
@@ -21,19 +20,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, preset="tiny", num_train_ids=10, num_test_ids=4, images_per_id=4, seed=1)
-    return root
+def data_root(synth_root):
+    return synth_root
 
 
 def tiny(data_root, out, *extra):
-    return load_config("demo_cpu", [
-        f"data.root={data_root}", f"train.output_dir={out}", "data.height=64", "data.width=32",
-        "data.num_workers=0", "data.val_ids=2", "model.options.num_stripes=3",
-        "sampler.batch_size=8", "sampler.num_ids=4", "sampler.num_instances=2",
-        "train.epochs=2", "train.iters_per_epoch=3", "train.eval_every=1",
-        "optim.warmup_epochs=0", "train.deterministic=true", *extra])
+    return tiny_pyramid_config(data_root, out, "train.deterministic=true", *extra)
 
 
 @pytest.fixture(scope="module")

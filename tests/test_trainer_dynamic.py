@@ -1,9 +1,8 @@
 """The trainer's dynamic wiring: which batches feed the triplet average in each sampler mode."""
 
 import pytest
+from tiny_training import tiny_pyramid_config
 
-from reidkit.config import load_config
-from reidkit.data.synthetic import generate
 from reidkit.training.dynamic import DynamicLossScheduler
 from reidkit.training.trainer import Trainer
 
@@ -11,18 +10,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, preset="tiny", num_train_ids=10, num_test_ids=4, images_per_id=4, seed=1)
-    return root
+def data_root(synth_root):
+    return synth_root
 
 
 def trainer(data_root, out, *extra) -> Trainer:
-    return Trainer(load_config("demo_cpu", [
-        f"data.root={data_root}", f"train.output_dir={out}", "data.height=64", "data.width=32",
-        "data.num_workers=0", "data.val_ids=0", "model.options.num_stripes=3",
-        "sampler.batch_size=8", "sampler.num_ids=4", "sampler.num_instances=2",
-        "optim.warmup_epochs=0", "dynamic.alpha=0.5", *extra]))
+    return Trainer(tiny_pyramid_config(data_root, out, "data.val_ids=0", "dynamic.alpha=0.5", *extra))
 
 
 def replay(records: list[dict], **settings) -> list[tuple[str, str]]:
