@@ -62,6 +62,11 @@ class DataConfig(_Section):
     pad: int = Field(0, ge=0)  # zero padding before a random crop of the training size
     interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     num_workers: int = Field(2, ge=0)
+    # loader: PIL decoding + per-image transforms in loader workers; cache: images decoded once
+    # to uint8 at the training size (in memory, or a reusable memory map in cache_dir) and
+    # augmented in batches on the training device, which keeps a GPU fed
+    input_path: Literal["loader", "cache"] = "loader"
+    cache_dir: str | None = None
     # training ids held out for validation curves and best-epoch choice; 0: train on all
     # identities (as the papers do) and keep the last epoch. Never the test set.
     val_ids: int = Field(0, ge=0)
@@ -165,6 +170,9 @@ class TrainConfig(_Section):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1
     amp: bool = True  # mixed precision on CUDA; ignored on CPU
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # bfloat16 needs no loss scaling
+    channels_last: bool = False  # NHWC activations: faster convolutions on tensor cores (and CPU)
+    compile: bool = False  # torch.compile the training forward
     eval_every: int = Field(10, gt=0)  # epochs between validations
     log_every: int = Field(20, gt=0)  # iterations between progress-bar refreshes
     deterministic: bool = False  # bit-exact reruns (slower cuDNN kernels)

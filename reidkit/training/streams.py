@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from reidkit.data.cache import BatchAugment, ImageCache
+
 
 class BatchSampler(Protocol):
     def __len__(self) -> int: ...
@@ -107,3 +109,58 @@ class BatchStream:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._iterator = None
 
+
+class CachedBatchStream:
+    """:class:`BatchStream`'s interface over an :class:`ImageCache`: augmented batches on
+    ``device`` as ``(images, pids, camids, indices)``, resumable from ``state_dict``."""
+
+    def __init__(self, cache: ImageCache, sampler: Any, augment: BatchAugment, *, seed: int,
+                 stream_id: int, device: torch.device) -> None:
+        if len(sampler) == 0:
+            raise ValueError("the sampler yields no batch: too few images or identities for the batch")
+        self.cache, self.sampler, self.augment = cache, sampler, augment
+        self.dataset = cache.dataset  # the trainer's unreadable-image check marks it
+        self.seed, self.stream_id, self.device = seed, stream_id, device
+        self.epoch, self.position = 0, 0
+        self._batches: Iterator[list[int]] | None = None
+        self._labels: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __iter__(self) -> CachedBatchStream:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._batches is None:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.set_start(self.position)
+            self._batches = iter(self.sampler)
+        indices = next(self._batches)
+        generator = torch.Generator().manual_seed(
+            sample_seed(self.seed, self.stream_id, self.epoch, self.position))
+        self.position += 1
+        if self.position == len(self.sampler):
+            self.epoch, self.position, self._batches = self.epoch + 1, 0, None
+        index = torch.as_tensor(indices)
+        images = self.cache.batch(indices)
+        pids, camids = self._slot_labels()
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        images = self.augment(images.to(self.device, non_blocking=True), generator)
+        return images, pids[index], camids[index], index
+
+    def _slot_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """pid and camid of the image each cache slot holds (a stand-in's for unreadable ones)."""
+        if self._labels is None:
+            records = [self.cache.dataset.records[i] for i in self.cache.source]
+            self._labels = (torch.tensor([r.pid for r in records]),
+                            torch.tensor([r.camid for r in records]))
+        return self._labels
+
+    def close(self) -> None:
+        self._batches = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._batches = None

@@ -18,6 +18,7 @@ from torch import nn
 
 from reidkit.config import Config
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset
+from reidkit.data.cache import BatchAugment, ImageCache
 from reidkit.data.loader import ImageDataset, build_test_loader
 from reidkit.data.samplers import BalancedIdentitySampler, RandomBatchSampler
 from reidkit.data.transforms import build_transforms
@@ -27,7 +28,7 @@ from reidkit.models import build_model
 from reidkit.models.inference import extract_features
 from reidkit.training.base import TrainerBase
 from reidkit.training.dynamic import Decision, DynamicLossScheduler
-from reidkit.training.streams import BatchStream
+from reidkit.training.streams import BatchStream, CachedBatchStream
 
 
 class Trainer(TrainerBase):
@@ -37,6 +38,8 @@ class Trainer(TrainerBase):
         super().__init__(cfg, console)
         self.dataset, self.val = self._load_data()
         self.model = self._build_model()
+        # the compiled forward shares the model's parameters; checkpoints keep the plain module
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = self._build_optimizer()
         self.iters_per_epoch = cfg.train.iters_per_epoch or max(
             1, len(self.dataset.train) // (cfg.sampler.batch_size * self.dist.world_size))
@@ -87,6 +90,8 @@ class Trainer(TrainerBase):
         m = self.cfg.model
         model = build_model(m.name, num_classes=self.dataset.num_train_pids, backbone=m.backbone,
                             pretrained=m.pretrained, **m.options).to(self.device)
+        if self.cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
             if self.cfg.train.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -102,7 +107,7 @@ class Trainer(TrainerBase):
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                nesterov=o.nesterov)
 
-    def _build_streams(self) -> dict[str, BatchStream]:
+    def _build_streams(self) -> dict[str, BatchStream | CachedBatchStream]:
         c, s, seed = self.cfg.data, self.cfg.sampler, self.cfg.train.seed
         transform = build_transforms(c.height, c.width, train=True, flip_p=c.flip_p, pad=c.pad,
                                      erase_p=c.erase_p, erase_max_area=c.erase_max_area,
@@ -114,6 +119,14 @@ class Trainer(TrainerBase):
             "random": RandomBatchSampler(len(pids), s.batch_size, **dist),
             "balanced": BalancedIdentitySampler(pids, s.num_ids, s.num_instances, **dist),
         }
+        if c.input_path == "cache":
+            cache = ImageCache(train_set, c.height, c.width, c.interpolation, c.cache_dir,
+                               num_workers=c.num_workers)
+            augment = BatchAugment(flip_p=c.flip_p, pad=c.pad, erase_p=c.erase_p,
+                                   erase_max_area=c.erase_max_area)
+            return {name: CachedBatchStream(cache, sampler, augment, seed=seed, stream_id=i,
+                                            device=self.device)
+                    for i, (name, sampler) in enumerate(samplers.items())}
         pin = self.device.type == "cuda"
         return {name: BatchStream(train_set, sampler, seed=seed, stream_id=i,
                                   num_workers=c.num_workers, pin_memory=pin)
@@ -125,10 +138,13 @@ class Trainer(TrainerBase):
         decision: Decision = self.scheduler.decision
         images, pids, *_ = next(self.streams[decision.sampler])
         images = images.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         pids = pids.to(self.device, non_blocking=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        dtype = torch.bfloat16 if self.cfg.train.amp_dtype == "bfloat16" else torch.float16
+        autocast = torch.autocast("cuda", dtype=dtype) if self.amp else nullcontext()
         with autocast:
-            out = self.model(images)
+            out = self.forward(images)
             loss_id = id_loss(out.logits, pids, label_smoothing=self.cfg.loss.label_smoothing)
         joint = decision.objective == "joint"
         feats = out.features.float() if joint else out.features.detach().float()
