@@ -425,13 +425,17 @@ def extract(
     """Extract features of a folder or of a data set's subset into a feature file.
 
     Every image is checked first: unreadable ones are listed and left out (--strict: refused).
+    Under torchrun the images are split across the processes, which write one feature file.
 
     Examples: reidkit extract --checkpoint run/best.safetensors --images photos/ --out g.safetensors
               reidkit extract --checkpoint run/best.safetensors --dataset market1501 \\
                   --root data/synth --subset query --out q.npz
+              torchrun --nproc_per_node 4 -m reidkit.cli extract --device cuda \\
+                  --checkpoint m.safetensors --images archive/ --out g.safetensors
     """
     from reidkit.data import load_dataset
-    from reidkit.retrieval.features import extract_feature_set, save_features
+    from reidkit.retrieval.features import extract_to_file
+    from reidkit.training.distributed import DistContext
 
     _check_feature_suffix(out, "--out")
     _device(device)
@@ -447,12 +451,21 @@ def extract(
     else:
         raise typer.BadParameter("give --images DIR, or --dataset NAME with --root DIR",
                                  param_hint="--images")
-    for note in data.notes:
+    ranks = DistContext.from_env("cuda" if device.startswith("cuda") else "cpu")
+    for note in data.notes if ranks.is_main else ():
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
     records = _readable(records, strict)
-    fs = extract_feature_set(checkpoint, records, flip=flip, batch_size=batch_size, device=device)
-    save_features(out, fs)
-    console.print(f"wrote {out}: {len(fs):,} images x {fs.dim} dims")
+    if ranks.enabled and device.startswith("cuda"):
+        device = f"cuda:{ranks.local_rank}"
+    try:
+        fs = extract_to_file(checkpoint, records, out, rank=ranks.rank, world_size=ranks.world_size,
+                             barrier=ranks.barrier, flip=flip, batch_size=batch_size, device=device,
+                             progress=ranks.is_main)
+    finally:
+        ranks.close()
+    if fs is not None:
+        console.print(f"wrote {out}: {len(fs):,} images x {fs.dim} dims"
+                      + (f" ({ranks.world_size} processes)" if ranks.enabled else ""))
 
 
 def _query_images(paths: list[Path]) -> list[Path]:

@@ -26,7 +26,7 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,56 @@ def check_known_model(fs: FeatureSet, name: str, *, allow_unknown_model: bool = 
                                 "--allow-unknown-model (allow_unknown_model=True) to use it anyway")
     warnings.warn(f"{message}; using it anyway (allow_unknown_model)", UnknownModelWarning,
                   stacklevel=2)
+
+
+def extract_to_file(model_path: str | Path, records: Sequence[ImageRecord], out: str | Path, *,
+                    rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None,
+                    **options: Any) -> FeatureSet | None:
+    """Extract ``records`` into the feature file ``out``, split across ``world_size`` processes.
+
+    Each rank extracts its contiguous share and writes it as a shard beside ``out``; after
+    ``barrier`` rank 0 joins the shards in order into ``out`` and removes them, so the file equals
+    a one-process extraction. Returns the whole set on rank 0, None on the others. ``options`` go
+    to :func:`extract_feature_set`.
+    """
+    out = Path(out)
+    if world_size == 1:
+        fs = extract_feature_set(model_path, records, **options)
+        save_features(out, fs)
+        return fs
+    n = len(records)
+    shards = [out.with_name(f"{out.stem}.rank{r}-of-{world_size}{out.suffix}") for r in range(world_size)]
+    part = records[rank * n // world_size:(rank + 1) * n // world_size]
+    save_features(shards[rank], extract_feature_set(model_path, part, **options))
+    barrier()
+    whole = None
+    if rank == 0:
+        whole = concat_feature_sets([load_features(s, check_images=False) for s in shards])
+        save_features(out, whole)
+        for shard in shards:
+            shard.unlink()
+    barrier()
+    return whole
+
+
+def concat_feature_sets(parts: Sequence[FeatureSet]) -> FeatureSet:
+    """One feature set of ``parts`` in order (the shards of a distributed extraction); the parts
+    must come from one model and extraction (equal ``meta``)."""
+    if not parts:
+        raise FeatureError("no feature sets to join")
+    if any(p.meta != parts[0].meta for p in parts[1:]):
+        raise FeatureError("feature sets made by different models or extractions cannot be joined")
+
+    def column(name: str) -> list | None:
+        values = [getattr(p, name) for p in parts]
+        if all(v is None for v in values):
+            return None
+        return [x for p, v in zip(parts, values, strict=True) for x in (v or [None] * len(p))]
+
+    return FeatureSet(np.concatenate([p.features for p in parts]),
+                      [path for p in parts for path in p.paths],
+                      np.concatenate([p.pids for p in parts]), np.concatenate([p.camids for p in parts]),
+                      dict(parts[0].meta), column("cameras"), column("identities"), column("sightings"))
 
 
 def check_same_model(query: FeatureSet, gallery: FeatureSet, *,
