@@ -124,11 +124,12 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--preset", default="demo", help="synthetic preset (tiny: a dry run)")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
-        generate(root, preset="demo", seed=5)
+        generate(root, preset=args.preset, seed=5)
         rows = []
         bare = trainer_for(args, root, Path(tmp) / "bare", "loader")
         batch = next(bare.streams["balanced"])
@@ -156,7 +157,7 @@ def main() -> None:
              f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}; "
              f"load average {load[0]:.1f} at the end.  ",
              f"Pyramid on {args.backbone} at {args.height}x{args.width}, batch {args.batch} "
-             f"({args.batch // 4} ids x 4), flip 0.5 + pad 10 + erasing 0.5, synthetic demo set "
+             f"({args.batch // 4} ids x 4), flip 0.5 + pad 10 + erasing 0.5, synthetic {args.preset} set "
              f"({images} training images), {args.steps} timed steps after {args.warmup} warm-up "
              f"steps; channels_last {args.channels_last}, autocast {args.amp_dtype} on CUDA.", "",
              "| input path | images/s | / bare step | GPU utilisation | cache build |",
