@@ -5,7 +5,8 @@ Run the benchmarks first (each writes results/<name>.md), then: python benchmark
 
 from pathlib import Path
 
-ORDER = ["study", "evaluation", "evaluate_features", "synthetic", "training", "extraction", "rerank",
+ORDER = ["study", "evaluation", "evaluate_features", "synthetic", "training", "input_path_cpu",
+         "input_path_cuda", "extraction", "rerank",
          "search", "search_approximate_select", "search_approximate_500k", "search_approximate",
          "onnx", "pair_scoring", "footage", "serve"]
 HEADER = """# Benchmarks

@@ -203,9 +203,9 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
     extra = [f"optim.lr={lr}", f"optim.new_lr={lr}", "mtdnet.triplet_sampling=all-pairs"]
     if arm.init_from:
         extra.append(f"mtdnet.init_checkpoint={model_file(work, arm.init_from, seed)}")
-    if arm.cross_domain:
+    if arm.cross_domain:  # the authors' pairing (Nets/MTDnet-cross)
         extra += ["mtdnet.cross_domain=true", "mtdnet.source_dataset=market1501",
-                  f"mtdnet.source_root={roots['a']}"]
+                  f"mtdnet.source_root={roots['a']}", "mtdnet.contrastive_pairing=pairs"]
     return load_config("mtdnet_synth_cpu", [*common, *scale.mtdnet, *extra, *arm.overrides])
 
 
@@ -399,11 +399,12 @@ def write_report(args: argparse.Namespace) -> None:
             for r in [json.loads(p.read_text())]}
     lines = ["## Study: do the papers' claims hold? (synthetic pedestrians)", "",
              f"Command: `nice -n 15 .venv/bin/python benchmarks/study.py --scale {args.scale} "
-             f"--seeds {' '.join(map(str, args.seeds))}` (resumable; `--report` rewrites this "
-             "page from `benchmarks/results/study/`).  ",
+             f"--seeds {' '.join(map(str, args.seeds))}"
+             f"{'' if any(RUNS.glob('*__lr*')) else ' --no-sweep'}` (resumable: finished runs are "
+             "skipped; `--report` rewrites this page from `benchmarks/results/study/`).  ",
              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch "
              f"{torch.__version__}; runs niced in the background while other work shared the 2 cores.",
-             "", PROTOCOL.format(**_scale_facts(SCALES[args.scale])), "",
+             "", PROTOCOL.format(**_scale_facts(SCALES[args.scale], any(RUNS.glob("*__lr*")))), "",
              "### Verdicts (paired per-seed difference of test mAP, 95 % t-interval)", "",
              "| claim | seeds | mean diff (pp) | 95 % CI | verdict |", "|---|---|---|---|---|"]
     for claim, better, worse, key in CLAIMS:
@@ -466,17 +467,20 @@ PROTOCOL = (
     "training ids (10 of them held out for validation), 100 test ids, the cross-domain target. Pyramid: "
     "{pyramid}; MTDnet: {mtdnet}. Every run validates every {pe} / {me} steps and stops after "
     "{patience} evaluations without a better validation mAP (at most {ps} / {ms} steps); the "
-    "test uses the best-validation weights. Learning rate per arm: x{factors} of the base rate, "
-    "chosen on validation with the first seed. Verdict rule: reproduced when the 95 % interval "
+    "test uses the best-validation weights. {lr_rule} Verdict rule: reproduced when the 95 % interval "
     "of the paired difference lies above 0, not reproduced when below, otherwise undecided; "
     "fewer than 3 seeds is undecided.")
 
 
-def _scale_facts(s: Scale) -> dict[str, Any]:
-    return {"pyramid": ", ".join(s.pyramid), "mtdnet": ", ".join(s.mtdnet),
+def _scale_facts(s: Scale, swept: bool) -> dict[str, Any]:
+    factors = "/".join(f"{f:g}" for f in LR_FACTORS)
+    lr_rule = (f"Learning rate per arm: x{factors} of the base rate, chosen on validation with the "
+               "first seed." if swept else
+               f"Learning rates: the base rates for every arm; the runner's sweep (x{factors}, "
+               "chosen on validation) was not run at this budget.")
+    return {"lr_rule": lr_rule, "pyramid": ", ".join(s.pyramid), "mtdnet": ", ".join(s.mtdnet),
             "pe": s.eval_every["pyramid"], "me": s.eval_every["mtdnet"], "patience": s.patience,
-            "ps": s.max_steps["pyramid"], "ms": s.max_steps["mtdnet"],
-            "factors": "/".join(f"{f:g}" for f in LR_FACTORS)}
+            "ps": s.max_steps["pyramid"], "ms": s.max_steps["mtdnet"]}
 
 
 def _mean_sd(values: list[float], digits: int = 1) -> str:
