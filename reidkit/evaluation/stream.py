@@ -157,22 +157,22 @@ def _progress_reporter(progress: bool | Callable[[int], None], total: int) -> Ca
     if not progress:
         return lambda n, done=False: None
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]} queries/s"), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("evaluate", total=total, rate="-")
-    bar.start()
+    from reidkit.progress import progress as progress_display
+
+    # a bar on a terminal, plain periodic lines in logs and CI
+    bar = progress_display(Console(stderr=True), transient=True)
+    bar.__enter__()
+    task = bar.add_task("evaluating", total=total, status="")
     began, finished = time.perf_counter(), 0
 
     def report(n: int, done: bool = False) -> None:
         nonlocal finished
         if done:
-            bar.stop()
+            bar.__exit__(None, None, None)
             return
         finished += n
         rate = finished / max(time.perf_counter() - began, 1e-9)
-        bar.update(task, advance=n, rate=f"{rate:,.0f}")
+        bar.update(task, advance=n, status=f"{rate:,.0f} queries/s")
 
     return report

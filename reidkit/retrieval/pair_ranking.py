@@ -21,11 +21,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from rich.progress import Progress
+from rich.console import Console
 from torch import Tensor
 
 from reidkit.losses.verification import same_probability
 from reidkit.models.mtdnet import MTDNet, VerificationHead
+from reidkit.progress import progress as progress_display
 
 Images = Tensor | Iterable
 
@@ -65,7 +66,7 @@ def pair_score_matrix(
         bg = max(1, batch_size // bq)
         head = model.verifier
         scores = np.empty((num_q, num_g), dtype=np.float32)
-        with Progress(disable=not progress, transient=True) as bar:
+        with progress_display(Console(stderr=True), disable=not progress, transient=True) as bar:
             task = bar.add_task("scoring pairs", total=num_q * num_g)
             for q0 in range(0, num_q, bq):
                 q_parts = _conv3_parts(head, q_maps, slice(q0, q0 + bq))
