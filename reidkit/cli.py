@@ -707,17 +707,25 @@ def export(
     part: Annotated[str, typer.Option(help="features (Pyramid) | rank | verify (MTDnet)")] = "features",
     atol: Annotated[float, typer.Option(min=0.0, help="largest accepted difference from PyTorch")
                     ] = 1e-4,
+    for_tracker: Annotated[bool, typer.Option(
+        "--for-tracker", help="for multi-object trackers' ReID backends (BoxMOT): features "
+                              "part plus the metadata file they read")] = False,
 ) -> None:
     """Export a model to ONNX and check it against PyTorch with onnxruntime.
 
     Nothing is written when the check fails.
 
-    Example: reidkit export --checkpoint run/best.safetensors --onnx pyramid.onnx
+    Examples: reidkit export --checkpoint run/best.safetensors --onnx pyramid.onnx
+              reidkit export --checkpoint run/best.safetensors --onnx reid.onnx --for-tracker
     """
-    from reidkit.export import export_onnx
+    from reidkit.export import export_for_tracker, export_onnx
 
-    report = export_onnx(checkpoint, onnx, part=part, atol=atol,
-                         on_stage=lambda message: err.print(f"{message} ...", highlight=False))
+    stage = lambda message: err.print(f"{message} ...", highlight=False)  # noqa: E731
+    if for_tracker:
+        report = export_for_tracker(checkpoint, onnx, atol=atol, on_stage=stage)
+        err.print(f"tracker metadata: {report.path}.metadata.json", highlight=False)
+    else:
+        report = export_onnx(checkpoint, onnx, part=part, atol=atol, on_stage=stage)
     console.print(f"wrote {report.path} ({report.part}, input {report.input_size[0]}x"
                   f"{report.input_size[1]}, opset {report.opset}); onnxruntime vs PyTorch: max abs "
                   f"difference {report.max_abs_diff:.3g} (tolerance {report.atol:g})")

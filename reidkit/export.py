@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit import __version__
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.losses.verification import same_probability
 from reidkit.models.io import atomic_write, load_model, read_model_meta
@@ -261,3 +262,47 @@ def export_onnx(
     atomic_write(out_path, write)
     return ExportReport(out_path, part, opset, size, inputs, outputs, diff, atol,
                         PARITY_BATCH_SIZES if check else ())
+
+
+# ---------------------------------------------------------------------------------- trackers
+TRACKER_METADATA_SUFFIX = ".metadata.json"  # BoxMOT reads <model>.onnx.metadata.json
+
+
+def export_for_tracker(model: str | Path | nn.Module, out_path: str | Path, *,
+                       input_size: Sequence[int] | None = None, atol: float = 1e-4,
+                       on_stage: Callable[[str], None] | None = None) -> ExportReport:
+    """Export an embedding model for multi-object trackers' ReID backends (BoxMOT's ONNX one).
+
+    The graph is the ``features`` export: input ``images`` (N, 3, H, W) with a dynamic batch and
+    the model's fixed size, RGB scaled to [0, 1] and normalised with the ImageNet mean and std,
+    which is what BoxMOT feeds (crops resized with OpenCV, BGR to RGB, ImageNet normalisation;
+    it reads the input size from the graph and L2-normalises the output). Beside it goes the
+    metadata file BoxMOT reads (``<file>.onnx.metadata.json``: its preprocessing name) with
+    reidkit's own description of the contract. Models that take Caffe-style input (MTDnet) rank
+    with a different input contract and are refused.
+    """
+    if not isinstance(model, nn.Module):
+        path = Path(model)
+        config = read_model_meta(path)[0]
+        if config.get("caffe_input"):
+            raise ExportOptionError(
+                f"{path.name} takes Caffe-style input (BGR 0-255), not the ImageNet-normalised RGB "
+                "trackers feed; export a Pyramid, stripes or baseline model for tracking")
+    elif getattr(model, "caffe_input", False):
+        raise ExportOptionError("this model takes Caffe-style input (BGR 0-255), not the "
+                                "ImageNet-normalised RGB trackers feed")
+    report = export_onnx(model, out_path, part="features", input_size=input_size, atol=atol,
+                         on_stage=on_stage)
+    height, width = report.input_size
+    metadata = {
+        "schema_version": 1,
+        "preprocess": "resize",  # BoxMOT's plain resize to the graph's input size
+        "producer": f"reidkit {__version__}",
+        "input": {"name": report.inputs[0], "layout": "NCHW", "size": [height, width],
+                  "channels": "RGB", "scale": "1/255", "mean": list(IMAGENET_MEAN),
+                  "std": list(IMAGENET_STD)},
+        "output": {"name": report.outputs[0], "normalized": False},
+    }
+    side = Path(f"{report.path}{TRACKER_METADATA_SUFFIX}")
+    atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(metadata, indent=2)))
+    return report

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reidkit.errors import ReidkitError
-from reidkit.export import ExportParityError, check_onnx_parity, export_onnx
+from reidkit.export import ExportOptionError, ExportParityError, check_onnx_parity, export_onnx
 from reidkit.models import build_model
 from reidkit.models.io import save_model
 from reidkit.models.mtdnet import MTDNet
@@ -156,3 +156,13 @@ def test_wrong_parts_and_sizes_are_refused(pyramid, mtdnet, tmp_path):
         with pytest.raises(ReidkitError, match="a number >= 0"):
             export_onnx(pyramid, tmp_path / "x.onnx", input_size=PYRAMID_SIZE, atol=atol)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tracker_export_refuses_caffe_input_models(tmp_path):
+    from reidkit.export import export_for_tracker
+
+    save_model(tmp_path / "mtd.safetensors", MTDNet(trunk="caffenet", input_size=MTD_SIZE),
+               {"input_size": list(MTD_SIZE)})
+    with pytest.raises(ExportOptionError, match="Caffe-style input"):
+        export_for_tracker(tmp_path / "mtd.safetensors", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
