@@ -33,12 +33,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from memory import AnonPeak  # noqa: E402  (benchmarks/memory.py)
 
 from reidkit.evaluation import compute_distance, evaluate_features, evaluate_rank
 
@@ -81,38 +81,6 @@ def make_case(name: str, folder: Path) -> None:
         gallery[start:start + len(pids)] = own + noise
     gallery.flush()
     del gallery
-
-
-class AnonPeak:
-    """Peak RssAnon (private resident memory) of this process, sampled in a thread."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def now() -> int:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.01)
-
-    def __enter__(self) -> AnonPeak:
-        self.peak = self.now()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.now())
 
 
 def maxrss() -> int:

@@ -23,12 +23,12 @@ import os
 import resource
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from memory import AnonPeak  # noqa: E402  (benchmarks/memory.py)
 
 from reidkit.retrieval.search import DEFAULT_REFINE, DEFAULT_SPEC, ApproximateIndex, GalleryIndex
 
@@ -72,31 +72,6 @@ def make_gallery(path: Path, size: int, seed: int = 0) -> np.ndarray:
     return queries
 
 
-class AnonPeak:
-    """Peak RssAnon of this process (private memory), sampled every 20 ms in a thread."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    @staticmethod
-    def now() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self._stop.set()
-        return max(self.peak, self.now())
-
-
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
@@ -123,7 +98,7 @@ def main() -> None:
     specs = SELECT_SPECS if opts.select else [DEFAULT_SPEC]
     load_before = os.getloadavg()
     rows, notes = [], []
-    peak = AnonPeak()
+    peak = AnonPeak().start()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_SCRATCH")) as tmp:
         path = Path(tmp) / "gallery.npy"
         start = time.perf_counter()
