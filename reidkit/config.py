@@ -76,6 +76,9 @@ class ModelConfig(_Section):
     name: str = "pyramid"  # pyramid | stripes | baseline | mtdnet
     backbone: str = "resnet50"
     pretrained: str | bool | None = None  # local ImageNet checkpoint file; true: download it
+    # fine-tune from a reidkit model file: every weight whose name and shape match is loaded (the
+    # ID classifiers of other identities are not); Pyramid, stripes and baseline models
+    init_checkpoint: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # num_stripes, feat_dim, dropout, ...
 
 

@@ -1,6 +1,7 @@
 """The trainer's dynamic wiring: which batches feed the triplet average in each sampler mode."""
 
 import pytest
+import torch
 from tiny_training import tiny_pyramid_config
 
 from reidkit.training.dynamic import DynamicLossScheduler
@@ -63,3 +64,19 @@ def test_balanced_draws_every_batch_balanced_and_feeds_every_triplet(data_root, 
     fed = [r["tp_loss"] for r in records]
     assert None not in fed
     assert t.scheduler.state_dict()["k"]["tp"] == pytest.approx(ema(fed, 0.5), rel=1e-12)
+
+
+def test_init_checkpoint_fine_tunes_from_a_model_file_with_new_classifiers(data_root, tmp_path):
+    from reidkit.models import build_model
+    from reidkit.models.io import CheckpointError, save_model
+
+    source = build_model("pyramid", num_classes=5, backbone="resnet18", num_stripes=3)
+    save_model(tmp_path / "src.safetensors", source, {"input_size": [64, 32]})
+    t = trainer(data_root, tmp_path / "run", f"model.init_checkpoint={tmp_path / 'src.safetensors'}")
+    own, src = t.saved_model.state_dict(), source.state_dict()
+    assert torch.equal(own["backbone.conv1.weight"], src["backbone.conv1.weight"])
+    assert own["heads.0.classifier.weight"].shape[0] != src["heads.0.classifier.weight"].shape[0]
+    baseline = build_model("baseline", num_classes=5, backbone="resnet18")
+    save_model(tmp_path / "other.safetensors", baseline, {"input_size": [64, 32]})
+    with pytest.raises(CheckpointError, match="holds a 'baseline' model"):
+        trainer(data_root, tmp_path / "run2", f"model.init_checkpoint={tmp_path / 'other.safetensors'}")

@@ -8,12 +8,14 @@ is chosen on a validation split carved from the training identities, never on th
 from __future__ import annotations
 
 import json
+import re
 from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
+from safetensors.torch import load_file
 from torch import nn
 
 from reidkit.config import Config
@@ -26,6 +28,7 @@ from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.losses import TripletLoss, TripletResult, id_loss
 from reidkit.models import build_model
 from reidkit.models.inference import extract_features
+from reidkit.models.io import CheckpointError, read_model_meta
 from reidkit.training.base import TrainerBase
 from reidkit.training.dynamic import Decision, DynamicLossScheduler
 from reidkit.training.streams import BatchStream, CachedBatchStream
@@ -90,6 +93,8 @@ class Trainer(TrainerBase):
         m = self.cfg.model
         model = build_model(m.name, num_classes=self.dataset.num_train_pids, backbone=m.backbone,
                             pretrained=m.pretrained, **m.options).to(self.device)
+        if m.init_checkpoint:
+            self._init_from(model, m.init_checkpoint)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
@@ -98,6 +103,25 @@ class Trainer(TrainerBase):
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
+
+    def _init_from(self, model: nn.Module, path: str) -> None:
+        """Copy the weights of the model file ``path`` whose names and shapes match ``model``'s."""
+        config, _ = read_model_meta(path)
+        if config.get("name") != self.cfg.model.name:
+            raise CheckpointError(f"model.init_checkpoint {path} holds a {config.get('name')!r} model; "
+                                  f"this run trains {self.cfg.model.name!r}")
+        state = load_file(str(path))
+        own = model.state_dict()
+        kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not any(k.startswith("backbone.") for k in kept):
+            raise CheckpointError(f"model.init_checkpoint {path} shares no backbone weights with this "
+                                  f"model (backbone {self.cfg.model.backbone}); use a file of the same "
+                                  "architecture")
+        model.load_state_dict(kept, strict=False)
+        fresh = sorted({re.sub(r"\.\d+\.", ".*.", k.rsplit(".", 1)[0]) for k in own if k not in kept})
+        self.console.print(f"initialised {len(kept)} of {len(own)} tensors from {path}"
+                           + (f" (new: {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''})"
+                              if fresh else ""))
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
