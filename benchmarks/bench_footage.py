@@ -120,6 +120,21 @@ def certain_negatives_only(dist: np.ndarray, query: list[ImageRecord], gallery: 
     return out
 
 
+def table_rows(distances: dict[str, np.ndarray], query: list[ImageRecord], gallery: list[ImageRecord],
+               together: dict[int, set[int]], kinds: tuple[str, str]) -> list[str]:
+    """Markdown rows: each method on the whole gallery and on certain negatives only."""
+    q_pids, g_pids = np.array([r.pid for r in query]), np.array([r.pid for r in gallery])
+    q_cams, g_cams = np.array([r.camid for r in query]), np.array([r.camid for r in gallery])
+    rows = []
+    for name, dist in distances.items():
+        for kind, d in zip(kinds, (dist, certain_negatives_only(dist, query, gallery, together)),
+                           strict=True):
+            res = evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=min(20, len(gallery)))
+            rows.append(f"| {name} | {kind} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} "
+                        f"| {100 * res.cmc[4]:.1f} | {res.num_valid_queries} |")
+    return rows
+
+
 def train_pyramid(work: Path, epochs: int) -> Path:
     """A Pyramid trained on the synthetic demo preset; reused when its run folder is complete."""
     model = work / "run" / "best.safetensors"
@@ -220,17 +235,8 @@ def main() -> None:
     distances[f"Pyramid, ResNet-18 from scratch, {args.epochs} epochs on synthetic data only"] = \
         pyramid_distances(model, query, gallery)
 
-    q_pids, g_pids = np.array([r.pid for r in query]), np.array([r.pid for r in gallery])
-    q_cams, g_cams = np.array([r.camid for r in query]), np.array([r.camid for r in gallery])
     together = co_occurring(records)
-    rows = []
-    for name, dist in distances.items():
-        for gallery_kind, d in (("all tracklets", dist),
-                                ("own + co-occurring tracklets",
-                                 certain_negatives_only(dist, query, gallery, together))):
-            res = evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=min(20, len(gallery)))
-            rows.append(f"| {name} | {gallery_kind} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} "
-                        f"| {100 * res.cmc[4]:.1f} | {res.num_valid_queries} |")
+    rows = table_rows(distances, query, gallery, together, ("all tracklets", "own + co-occurring tracklets"))
     # adaptation on the video's own tracklets, evaluated on every other usable tracklet held out
     used = sorted({r.pid for r in query})
     held_out = set(used[1::2])
@@ -239,19 +245,11 @@ def main() -> None:
     hg = [r for r in gallery if r.pid in held_out]
     keep_q = [i for i, r in enumerate(query) if r.pid in held_out]
     keep_g = [i for i, r in enumerate(gallery) if r.pid in held_out]
-    held_rows = []
     held = {name: d[np.ix_(keep_q, keep_g)] for name, d in distances.items()}
     held[f"Pyramid above, adapted {args.adapt_epochs} epochs on the other tracklets"] = \
         pyramid_distances(adapted, hq, hg)
-    hq_p, hg_p = np.array([r.pid for r in hq]), np.array([r.pid for r in hg])
-    hq_c, hg_c = np.array([r.camid for r in hq]), np.array([r.camid for r in hg])
-    for name, dist in held.items():
-        for gallery_kind, d in (("held-out tracklets", dist),
-                                ("own + co-occurring held-out tracklets",
-                                 certain_negatives_only(dist, hq, hg, together))):
-            res = evaluate_rank(d, hq_p, hg_p, hq_c, hg_c, max_rank=min(20, len(hg)))
-            held_rows.append(f"| {name} | {gallery_kind} | {100 * res.mAP:.1f} | {100 * res.cmc[0]:.1f} "
-                             f"| {100 * res.cmc[4]:.1f} | {res.num_valid_queries} |")
+    held_rows = table_rows(held, hq, hg, together,
+                           ("held-out tracklets", "own + co-occurring held-out tracklets"))
     adapt_s = json.loads((adapted.parent / "summary.json").read_text())["train_seconds"]
     per_query = [len([r for r in gallery if r.pid in together[q.pid]]) for q in query]
     pyramid_dist = list(distances.values())[1]
