@@ -48,15 +48,17 @@ class ImageCache:
 
     @property
     def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array, self._source = self._load()
-        return self._array
+        return self._opened()[0]
 
     @property
     def source(self) -> np.ndarray:
-        self.array  # noqa: B018  (builds or opens the cache)
-        assert self._source is not None
-        return self._source
+        return self._opened()[1]
+
+    def _opened(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image array and its slot sources, built or opened on first use."""
+        if self._array is None or self._source is None:
+            self._array, self._source = self._load()
+        return self._array, self._source
 
     def __len__(self) -> int:
         return len(self.dataset)
