@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -48,9 +47,9 @@ sys.path.insert(0, str(ROOT))
 from reidkit.config import Config, load_config  # noqa: E402
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset  # noqa: E402
 from reidkit.data.synthetic import generate  # noqa: E402
-from reidkit.evaluation import evaluate_rank  # noqa: E402
 from reidkit.models.io import save_model  # noqa: E402
-from reidkit.training.mtdnet_trainer import MTDNetTrainer, model_distances  # noqa: E402
+from reidkit.retrieval.evaluate import evaluate_model, validation_metrics  # noqa: E402
+from reidkit.training.mtdnet_trainer import MTDNetTrainer  # noqa: E402
 from reidkit.training.trainer import Trainer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -269,21 +268,10 @@ def test_metrics(arm: Arm, trainer: Any, roots: dict[str, Path]) -> dict[str, di
     query, gallery = single_shot(dataset)
     model = trainer.target.eval()
     out = {"default": trainer.evaluate(query, gallery)}
-    if model.ranks_by == "pairs" and model.has_ranking:  # MTDtrp: the same model's embedding
-        h, w = model.config["input_size"]
-        out["embedding"] = rank_metrics(model_distances(
-            model, query, gallery, height=h, width=w, normalize=not model.caffe_input,
-            mirror=True, device=trainer.device, ranks_by="embedding"), query, gallery)
+    if model.spec.ranks_by == "pairs" and model.spec.feature_dim:  # MTDtrp: its own embedding
+        out["embedding"] = validation_metrics(evaluate_model(
+            model, query, gallery, mirror=True, device=trainer.device, ranks_by="embedding"))
     return out
-
-
-def rank_metrics(distmat: np.ndarray, query: list[ImageRecord],
-                 gallery: list[ImageRecord]) -> dict[str, float]:
-    result = evaluate_rank(distmat, np.array([r.pid for r in query]),
-                           np.array([r.pid for r in gallery]), np.array([r.camid for r in query]),
-                           np.array([r.camid for r in gallery]), max_rank=min(20, len(gallery)))
-    return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
-            "rank5": float(result.cmc[4]), "mINP": float(result.mINP)}
 
 
 @torch.no_grad()

@@ -204,6 +204,9 @@ def train(
     all_splits: Annotated[bool, typer.Option(
         help="train and evaluate every split of a multi-split data set; report the mean CMC")] = False,
     splits: Annotated[str | None, typer.Option(help="only these splits, e.g. 0,3")] = None,
+    print_config: Annotated[bool, typer.Option(
+        help="print the resolved config (recipe, its bases, overrides, defaults) as YAML; train nothing")
+                            ] = False,
 ) -> None:
     """Train a model from a recipe; extra arguments override keys (section.key=value).
 
@@ -213,6 +216,7 @@ def train(
 
     Examples: reidkit train --config pyramid_market1501_r50 data.root=data/market train.epochs=60
               reidkit train --config mtdnet_viper --all-splits data.root=data/VIPeR
+              reidkit train --config mtdnet_viper --print-config
     """
     from reidkit.config import load_config
     from reidkit.training import build_trainer
@@ -229,6 +233,11 @@ def train(
             raise typer.BadParameter(f"{splits!r} is not a list of split numbers such as 0,3",
                                      param_hint="--splits") from None
     cfg = load_config(config, ctx.args)
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+        return
     if force:
         removed = clear_run(cfg.train.output_dir)
         if removed:
@@ -289,6 +298,14 @@ def evaluate(
         _device(device)
         if query is not None and gallery is not None:
             q, g = _load_feature_pair(query, gallery)
+        elif checkpoint is not None and root is not None and _ranks_pairs(checkpoint, device):
+            if rerank or distractors is not None or metric != "euclidean":
+                raise typer.BadParameter("this model ranks by pair scores: --rerank, --distractors "
+                                         "and --metric work on features", param_hint="--checkpoint")
+            result = _evaluate_pairs(checkpoint, dataset, root, device, options)
+            if not _write_json(json_out, result.as_dict()):
+                print_rank_result(result)
+            return
         elif checkpoint is not None and root is not None:
             q, g = _extract_dataset(checkpoint, dataset, root, device, distractors)
         else:
@@ -340,6 +357,25 @@ def _load_feature_pair(query: Path, gallery: Path, allow_unknown_model: bool = F
     q, g = load_features(query), load_features(gallery)
     check_same_model(q, g, allow_unknown_model=allow_unknown_model)
     return q, g
+
+
+def _ranks_pairs(checkpoint: Path, device: str) -> bool:
+    from reidkit.models.io import load_model
+
+    return load_model(checkpoint, map_location=device).spec.ranks_by == "pairs"
+
+
+def _evaluate_pairs(checkpoint: Path, dataset: str, root: Path, device: str,
+                    options: dict[str, Any]):
+    """A pair-scoring model (MTDnet) on a data set's query and gallery."""
+    from reidkit.data import load_dataset
+    from reidkit.models.io import load_model
+    from reidkit.retrieval.evaluate import evaluate_model
+
+    data = load_dataset(dataset, root)
+    query, gallery = (_readable(r, strict=False) for r in (data.query, data.gallery))
+    return evaluate_model(load_model(checkpoint, map_location=device), query, gallery,
+                          device=device, **options)
 
 
 def _extract_dataset(checkpoint: Path, dataset: str, root: Path, device: str,
@@ -520,9 +556,8 @@ def search(
         check_same_model,
         extract_feature_set,
         load_features,
-        search_subset,
     )
-    from reidkit.retrieval.search import GalleryIndex, load_index_for
+    from reidkit.retrieval.search import GalleryIndex, load_index_for, search_subset
 
     queries = _query_images(query)
     g = load_features(gallery)

@@ -62,24 +62,35 @@ class DataConfig(_Section):
     pad: int = Field(0, ge=0)  # zero padding before a random crop of the training size
     interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     num_workers: int = Field(2, ge=0)
+    # training ids held out for validation curves and best-epoch choice; 0: train on all
+    # identities (as the papers do) and keep the last epoch. Never the test set.
+    val_ids: int = Field(0, ge=0)
+
+
+class IDTripletDataConfig(DataConfig):
     # loader: PIL decoding + per-image transforms in loader workers; cache: images decoded once
     # to uint8 at the training size (in memory, or a reusable memory map in cache_dir) and
     # augmented in batches on the training device, which keeps a GPU fed
     input_path: Literal["loader", "cache"] = "loader"
     cache_dir: str | None = None
-    # training ids held out for validation curves and best-epoch choice; 0: train on all
-    # identities (as the papers do) and keep the last epoch. Never the test set.
-    val_ids: int = Field(0, ge=0)
 
 
 class ModelConfig(_Section):
     name: str = "pyramid"  # pyramid | stripes | baseline | mtdnet
     backbone: str = "resnet50"
     pretrained: str | bool | None = None  # local ImageNet checkpoint file; true: download it
-    # fine-tune from a reidkit model file: every weight whose name and shape match is loaded (the
-    # ID classifiers of other identities are not); Pyramid, stripes and baseline models
-    init_checkpoint: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # num_stripes, feat_dim, dropout, ...
+
+
+class MTDNetModelConfig(ModelConfig):
+    name: str = "mtdnet"
+    backbone: str = "caffenet"  # caffenet | resnet18 | resnet50
+
+
+class IDTripletModelConfig(ModelConfig):
+    # fine-tune from a reidkit model file: every weight whose name and shape match is loaded (the
+    # ID classifiers of other identities are not); MTDnet's is mtdnet.init_checkpoint
+    init_checkpoint: str | None = None
 
 
 class LossConfig(_Section):
@@ -108,7 +119,12 @@ class DynamicConfig(_Section):
     sampler: Literal["balanced", "switch"] = "balanced"
 
 
-class SamplerConfig(_Section):
+class BatchConfig(_Section):
+    batch_size: int = Field(64, gt=0)  # images per forward pass at evaluation (MTDnet's triplet
+    # batches are mtdnet.triplets_per_batch)
+
+
+class SamplerConfig(BatchConfig):
     batch_size: int = Field(64, gt=0)  # per process; the balanced batch is num_ids x num_instances
     num_ids: int = Field(8, gt=0)
     num_instances: int = Field(8, gt=0)
@@ -134,13 +150,16 @@ class OptimConfig(_Section):
     warmup_factor: float = Field(0.1, gt=0, le=1)
     milestones: list[int] = Field(default_factory=lambda: [60, 70, 80, 90, 100])
     gamma: float = Field(0.5, gt=0)
+
+
+class MTDNetOptimConfig(OptimConfig):
     # Caffe's lr_mult 2 / decay_mult 0 for biases (MTDnet's prototxts); 1 / true: PyTorch's way
     bias_lr_factor: float = Field(1.0, gt=0)
     bias_decay: bool = True
 
 
-class MTDNetConfig(_Section):
-    """Settings of MTDnet training (used when model.name is mtdnet)."""
+class MTDNetSection(_Section):
+    """The ``mtdnet`` section: triplets, loss weights and cross-domain training."""
 
     triplets_per_batch: int = Field(128, gt=0)  # cross-camera triplets, built both ways
     # all-pairs: every cross-camera positive pair both ways x negatives_per_positive, shuffled
@@ -184,17 +203,40 @@ class TrainConfig(_Section):
 
 
 class Config(_Section):
+    """The sections every recipe has. A recipe validates as the family of its ``model.name``
+    (:data:`FAMILIES`), which adds that family's own sections and refuses the other's."""
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    dynamic: DynamicConfig = Field(default_factory=DynamicConfig)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    mtdnet: MTDNetConfig = Field(default_factory=MTDNetConfig)
+    sampler: BatchConfig = Field(default_factory=BatchConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class IDTripletConfig(Config):
+    """Pyramid, stripes and the global baseline: ID + batch-hard triplet losses under the dynamic
+    scheduler, fed identity-balanced batches of ``num_ids`` x ``num_instances``."""
+
+    data: IDTripletDataConfig = Field(default_factory=IDTripletDataConfig)
+    model: IDTripletModelConfig = Field(default_factory=IDTripletModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    dynamic: DynamicConfig = Field(default_factory=DynamicConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+
+
+class MTDNetConfig(Config):
+    """MTDnet: cross-camera triplets for ranking + verification, optionally cross-domain."""
+
+    model: MTDNetModelConfig = Field(default_factory=MTDNetModelConfig)
+    optim: MTDNetOptimConfig = Field(default_factory=MTDNetOptimConfig)
+    mtdnet: MTDNetSection = Field(default_factory=MTDNetSection)
+
+
+# the config class of each trainer family (reidkit.models.TRAINED_BY maps model names to these)
+FAMILIES: dict[str, type[Config]] = {"id-triplet": IDTripletConfig, "mtdnet": MTDNetConfig}
 
 
 RECIPES = Path(__file__).parent / "configs"
@@ -264,14 +306,57 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate ``raw`` as the config family of its ``model.name`` (default ``pyramid``)."""
+    family = _family(raw, source)
     try:
-        return Config.model_validate(raw)
+        return family.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err, family) for err in exc.errors())
         raise ConfigError(f"invalid {source}: {problems}") from None
+
+
+def _family(raw: dict[str, Any], source: str) -> type[Config]:
+    from reidkit.models import TRAINED_BY
+
+    model = raw.get("model")
+    name = model.get("name", ModelConfig().name) if isinstance(model, dict) else ModelConfig().name
+    if not isinstance(name, str):  # validation names the wrong type
+        return FAMILIES["id-triplet"]
+    if name not in TRAINED_BY:
+        raise ConfigError(f"invalid {source}: model.name: {name!r} is not a trainable model; "
+                          f"choose one of {', '.join(sorted(TRAINED_BY))}")
+    return FAMILIES[TRAINED_BY[name]]
+
+
+def _problem(err: Any, family: type[Config]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    if err["type"] != "extra_forbidden":
+        return f"{key}: {err['msg']}"
+    owners = [name for name, cls in FAMILIES.items() if cls is not family
+              and _has_key(cls, err["loc"])]
+    if owners:
+        return (f"{key} is not a setting of {_family_name(family)} models "
+                f"(it belongs to {', '.join(_family_name(FAMILIES[o]) for o in owners)})")
+    return f"{key}: unknown key"
+
+
+def _has_key(cls: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the config class ``cls`` has the dotted key ``loc``."""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return False
+        cls = field.annotation if isinstance(field.annotation, type) else BaseModel
+        if not issubclass(cls, BaseModel):
+            return True
+    return True
+
+
+def _family_name(cls: type[Config]) -> str:
+    from reidkit.models import TRAINED_BY
+
+    family = next(name for name, c in FAMILIES.items() if c is cls)
+    return "/".join(m for m, f in sorted(TRAINED_BY.items()) if f == family)
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

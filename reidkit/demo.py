@@ -21,15 +21,13 @@ from rich.table import Table
 
 from reidkit.config import load_config
 from reidkit.data import load_dataset
-from reidkit.data.loader import build_test_loader
 from reidkit.data.synthetic import generate
-from reidkit.data.transforms import build_transforms
 from reidkit.errors import ReidkitError
 from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.models.histogram import color_histogram_features
-from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model
 from reidkit.report import write_report
+from reidkit.retrieval.evaluate import model_distances
 from reidkit.training.base import clear_run
 from reidkit.training.trainer import Trainer
 
@@ -74,16 +72,13 @@ def _run(out: Path, epochs: int | None, seed: int, console: Console) -> dict[str
     summary = Trainer(cfg, console=console).fit()
 
     dataset = load_dataset("market1501", data_root)
-    q_pids, g_pids, q_cams, g_cams = (
-        np.array([getattr(r, key) for r in records])
-        for key, records in (("pid", dataset.query), ("pid", dataset.gallery),
-                             ("camid", dataset.query), ("camid", dataset.gallery)))
-    transform = build_transforms(cfg.data.height, cfg.data.width, train=False)
     model = load_model(summary["model"])
-    feats = [extract_features(model, build_test_loader(records, transform, batch_size=64,
-                                                       num_workers=cfg.data.num_workers))
-             for records in (dataset.query, dataset.gallery)]
-    distmat = compute_distance(*feats, metric="euclidean")
+    distmat = model_distances(model, dataset.query, dataset.gallery, batch_size=64,
+                              num_workers=cfg.data.num_workers)
+    q_pids, g_pids, q_cams, g_cams = (
+        np.array(values) for values in ([r.pid for r in dataset.query], [r.pid for r in dataset.gallery],
+                                        [r.camid for r in dataset.query],
+                                        [r.camid for r in dataset.gallery]))
     hist = [color_histogram_features([r.path for r in records])
             for records in (dataset.query, dataset.gallery)]
     results = {

@@ -38,7 +38,8 @@ from reidkit import __version__
 from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.losses.verification import same_probability
-from reidkit.models.io import atomic_write, load_model, read_model_meta
+from reidkit.models.io import atomic_write, load_model
+from reidkit.models.spec import InputSizeError, model_spec
 
 Part = Literal["features", "rank", "verify"]
 PARTS = ("features", "rank", "verify")
@@ -107,36 +108,27 @@ def _graph(model: nn.Module, part: str) -> tuple[nn.Module, tuple[str, ...], tup
     """The module to export for ``part``, with its input and output names."""
     if part not in PARTS:
         raise ExportOptionError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
-    name = getattr(model, "config", {}).get("name")
-    if part == "features":
-        return model, ("images",), ("features",)
-    if name != "mtdnet":
-        raise ExportOptionError(f"part {part!r} exists for MTDnet models only; this is a {name!r} model: "
-                         "export part 'features'")
-    if part == "rank":
-        if not model.has_ranking:
-            raise ExportOptionError("this MTDnet ('cls' variant) has no ranking head; export part 'verify'")
-        return model, ("images",), ("embedding",)
-    if model.verifier is None:
-        raise ExportOptionError(f"this MTDnet ({model.variant!r} variant) has no verification head; "
-                                "export part 'rank'")
-    return _PairScore(model), ("images_a", "images_b"), ("same_probability",)
+    spec = model_spec(model)
+    variant = model.config.get("variant")
+    what = f"this {model.config['name']!r} model" + (f" ({variant!r} variant)" if variant else "")
+    if part == "verify":
+        if not spec.scores_pairs:
+            raise ExportOptionError(f"part 'verify' needs a verification head (MTDnet models only): "
+                                    f"{what} has no verification head; export part "
+                                    f"{'rank' if variant else 'features'!r}")
+        return _PairScore(model), ("images_a", "images_b"), ("same_probability",)
+    if not spec.feature_dim:
+        raise ExportOptionError(f"{what} has no ranking embedding; export part 'verify'")
+    # 'rank' is MTDnet's name for its embedding, the 'features' graph of every model
+    return model, ("images",), ("features",) if part == "features" else ("embedding",)
 
 
-def _input_size(model: nn.Module, given: Sequence[int] | None,
-                stored: Sequence[int] | None) -> tuple[int, int]:
-    """The export's (height, width): given, else the model's fixed size, else the file's record."""
-    fixed = getattr(model, "config", {}).get("input_size")
-    if given is not None and fixed is not None and list(given) != list(fixed):
-        raise ExportOptionError(f"this model takes {fixed[0]}x{fixed[1]} images only; got input_size "
-                         f"{tuple(given)}")
-    size = given or fixed or stored
-    if size is None:
-        raise ExportOptionError("the input size is unknown; pass input_size=(height, width), e.g. "
-                         "(384, 128) for Pyramid")
-    if len(size) != 2 or min(size) < 1:
-        raise ExportOptionError(f"input_size must be (height, width) with positive values, got {size}")
-    return int(size[0]), int(size[1])
+def _input_size(model: nn.Module, given: Sequence[int] | None) -> tuple[int, int]:
+    """The export's (height, width): given, else the model's own (fixed, or recorded in its file)."""
+    try:
+        return model_spec(model).resolve_size(given)
+    except InputSizeError as exc:
+        raise ExportOptionError(f"{exc} (input_size=)") from None
 
 
 def _random_inputs(num_inputs: int, batch: int, size: tuple[int, int],
@@ -225,11 +217,9 @@ def export_onnx(
     if check:
         _require("onnxruntime")
     stage = on_stage or (lambda message: None)
-    stored = None
     if not isinstance(model, nn.Module):
-        stored = read_model_meta(model)[1].get("input_size")
         model = load_model(model)
-    size = _input_size(model, input_size, stored)
+    size = _input_size(model, input_size)
     graph, inputs, outputs = _graph(model, part)
     stage(f"exporting part {part!r} at {size[0]}x{size[1]} with torch.export (about a minute on a CPU)")
     was_training = model.training
@@ -246,7 +236,7 @@ def export_onnx(
     program.model.metadata_props.update({
         "reidkit.part": part,
         "reidkit.input_size": json.dumps(list(size)),
-        "reidkit.model_config": json.dumps(getattr(model, "config", {})),
+        "reidkit.model_config": json.dumps(model.config),
         "reidkit.version": __version__,
     })
     diff = None
@@ -282,15 +272,14 @@ def export_for_tracker(model: str | Path | nn.Module, out_path: str | Path, *,
     with a different input contract and are refused.
     """
     if not isinstance(model, nn.Module):
-        path = Path(model)
-        config = read_model_meta(path)[0]
-        if config.get("caffe_input"):
-            raise ExportOptionError(
-                f"{path.name} takes Caffe-style input (BGR 0-255), not the ImageNet-normalised RGB "
-                "trackers feed; export a Pyramid, stripes or baseline model for tracking")
-    elif getattr(model, "caffe_input", False):
-        raise ExportOptionError("this model takes Caffe-style input (BGR 0-255), not the "
-                                "ImageNet-normalised RGB trackers feed")
+        model = load_model(model)
+    spec = model_spec(model)
+    if (spec.mean, spec.std) != (IMAGENET_MEAN, IMAGENET_STD) or spec.network_input != "rgb-normalized":
+        raise ExportOptionError(
+            f"this {model.config['name']!r} model takes {spec.network_input} input"
+            f"{' (Caffe-style input, BGR 0-255)' if spec.network_input == 'caffe-bgr-255' else ''}, "
+            "not the ImageNet-normalised RGB trackers feed; export a Pyramid, stripes or baseline "
+            "model for tracking")
     report = export_onnx(model, out_path, part="features", input_size=input_size, atol=atol,
                          on_stage=on_stage)
     height, width = report.input_size

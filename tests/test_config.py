@@ -68,3 +68,79 @@ def test_yaml_floats_without_a_dot_and_strict_types():
         load_config(None, ["train.epochs=true"])  # not 1 epoch
     with pytest.raises(ConfigError, match="optim.lr"):
         load_config(None, ["optim.lr=.inf"])
+
+
+# --- one config family per trainer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("recipe", "foreign", "owner"), [
+    ("mtdnet_viper", "dynamic.combine=focal", "baseline/pyramid/stripes"),
+    ("mtdnet_viper", "loss.triplet_margin=0.3", "baseline/pyramid/stripes"),
+    ("mtdnet_viper", "sampler.num_ids=8", "baseline/pyramid/stripes"),
+    ("mtdnet_viper", "data.input_path=cache", "baseline/pyramid/stripes"),
+    ("mtdnet_viper", "model.init_checkpoint=a.safetensors", "baseline/pyramid/stripes"),
+    ("pyramid_market1501_r50", "mtdnet.margin=2", "mtdnet"),
+    ("pyramid_market1501_r50", "optim.bias_lr_factor=2", "mtdnet"),
+])
+def test_a_family_refuses_the_other_familys_keys(recipe, foreign, owner):
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe, [foreign])
+    key = foreign.partition("=")[0]
+    section = key.split(".")[0] if key.split(".")[0] in ("dynamic", "loss", "mtdnet") else key
+    assert f"{section} is not a setting of" in str(err.value)
+    assert f"(it belongs to {owner})" in str(err.value)
+
+
+def test_each_family_has_its_own_batch_rules():
+    from reidkit.config import IDTripletConfig, MTDNetConfig
+
+    # MTDnet batches are triplets (mtdnet.triplets_per_batch); sampler.batch_size is only the
+    # evaluation batch, free of Pyramid's num_ids x num_instances rule
+    mtd = load_config("mtdnet_viper", ["sampler.batch_size=32"])
+    assert type(mtd) is MTDNetConfig and mtd.sampler.batch_size == 32
+    with pytest.raises(ConfigError, match="num_ids x sampler.num_instances"):
+        load_config("pyramid_market1501_r50", ["sampler.batch_size=32"])
+    pyr = load_config("pyramid_market1501_r50", ["sampler.batch_size=32", "sampler.num_ids=8",
+                                                 "sampler.num_instances=4"])
+    assert type(pyr) is IDTripletConfig
+    # the family follows model.name, also when only an override names it
+    assert type(load_config(None, ["model.name=mtdnet"])) is MTDNetConfig
+    with pytest.raises(ConfigError, match="model.name: 'resnet' is not a trainable model"):
+        load_config(None, ["model.name=resnet"])
+
+
+def test_mtdnet_family_defaults():
+    cfg = load_config(None, ["model.name=mtdnet"])
+    assert (cfg.model.backbone, cfg.optim.bias_lr_factor, cfg.mtdnet.negatives_per_positive) == (
+        "caffenet", 1.0, 10)
+    assert not hasattr(cfg, "dynamic") and not hasattr(cfg, "loss")
+
+
+def test_dynamic_scheduler_defaults_are_the_configs():
+    """One set of defaults: a scheduler built without arguments runs the recipe defaults."""
+    from reidkit.config import DynamicConfig
+    from reidkit.training.dynamic import DynamicLossScheduler
+
+    scheduler, cfg = DynamicLossScheduler(), DynamicConfig()
+    assert (scheduler.combine, scheduler.sampler_mode, scheduler.update_mode) == (
+        cfg.combine, cfg.sampler, cfg.update)
+    assert (scheduler.alpha, scheduler.lam, scheduler.delta) == (cfg.alpha, cfg.lam, cfg.delta)
+
+
+def test_print_config_shows_the_resolved_recipe():
+    import yaml
+    from typer.testing import CliRunner
+
+    from reidkit.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--config", "mtdnet_viper", "--print-config",
+                                      "sampler.batch_size=32", "train.output_dir=/nonexistent/run"])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.stdout)
+    assert printed == load_config("mtdnet_viper", ["sampler.batch_size=32",
+                                                   "train.output_dir=/nonexistent/run"]).to_dict()
+    # from the _mtdnet base, the recipe, the override and the defaults
+    assert printed["optim"]["bias_lr_factor"] == 2.0 and printed["data"]["dataset"] == "viper"
+    assert printed["sampler"] == {"batch_size": 32} and printed["train"]["seed"] == 0
+    assert "dynamic" not in printed
+    assert not __import__("pathlib").Path("/nonexistent/run").exists()

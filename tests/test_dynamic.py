@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from reidkit.training.dynamic import Decision, DynamicLossScheduler, focal_weight
 
 ID_ONLY = {"id": 1.0, "tp": 0.0}
+PAPER = {"combine": "focal", "sampler": "switch"}  # the paper's rule (the defaults are the release's)
 
 # The hand-computed sequence used below (alpha 0.25, lambda 2, delta 0.16):
 #
@@ -80,7 +81,7 @@ def test_first_losses_only_initialise_the_averages():
 
 
 def test_hand_computed_sequence():
-    scheduler = DynamicLossScheduler(alpha=0.25, lam=2.0, delta=0.16)
+    scheduler = DynamicLossScheduler(alpha=0.25, lam=2.0, delta=0.16, **PAPER)
     d0, d1, d2, d3 = feed(scheduler, SEQUENCE)
 
     assert d0.objective == "id" and d0.fl is None
@@ -285,7 +286,7 @@ def test_invalid_settings_raise(kwargs, message):
 
 
 def test_epoch_mode_decides_on_epoch_means():
-    scheduler = DynamicLossScheduler(update="epoch")
+    scheduler = DynamicLossScheduler(update="epoch", **PAPER)
     initial = scheduler.decision
     # Epoch means: (4, 5, 3) -> 4.0 and (1.0, -, 1.0) -> 1.0; (3.5, 2.5) -> 3.0 and
     # (0.9, 0.9) -> 0.9; (2.0, 3.0) -> 2.5 and (-, 0.5) -> 0.5: the hand-computed steps 0-2 above.
@@ -449,7 +450,7 @@ def reference_decisions(losses, alpha, lam, delta, combine):
 @settings(max_examples=150, deadline=None)
 @given(losses=LOSSES, kwargs=SETTINGS)
 def test_property_matches_reference_and_weights_are_sane(losses, kwargs):
-    decisions = feed(DynamicLossScheduler(**kwargs), losses)
+    decisions = feed(DynamicLossScheduler(**kwargs, sampler="switch"), losses)
     assert [(d.objective, d.weights) for d in decisions] == reference_decisions(losses, **kwargs)
     for d in decisions:
         assert all(math.isfinite(w) and w >= 0 for w in d.weights.values())

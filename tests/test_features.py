@@ -285,7 +285,7 @@ def test_extract_with_flip_and_explicit_size(model_file, image_records):
 def test_extract_needs_an_input_size(tmp_path, image_records):
     path = tmp_path / "m.safetensors"
     save_model(path, build_model("baseline", num_classes=3, backbone="resnet18"))
-    with pytest.raises(ValueError, match="does not record its input size; pass height and width"):
+    with pytest.raises(ValueError, match=r"input size is not known; pass \(height, width\)"):
         extract_feature_set(path, image_records, num_workers=0, progress=False)
     with pytest.raises(ValueError, match="unknown metric 'l1'"):
         extract_feature_set(path, image_records, height=64, width=32, metric="l1")

@@ -25,9 +25,8 @@ from reidkit.retrieval.features import (  # noqa: E402
     extract_feature_set,
     load_features,
     save_features,
-    search_subset,
 )
-from reidkit.retrieval.search import GalleryIndex  # noqa: E402
+from reidkit.retrieval.search import GalleryIndex, search_subset  # noqa: E402
 from reidkit.retrieval.visualize import GREEN, frame_picture  # noqa: E402
 from reidkit.serve import create_app  # noqa: E402
 

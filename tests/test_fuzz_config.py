@@ -2,7 +2,8 @@
 
 Whatever a recipe file or a ``key=value`` override holds, ``load_config`` / ``config_from_dict``
 return a valid ``Config`` or raise ``ConfigError`` whose message names the offending key. The key
-list is read from the ``Config`` model itself, so new keys are fuzzed as soon as they exist.
+lists are read from each family's config class (``FAMILIES``), so new keys are fuzzed as soon as
+they exist, in the family whose ``model.name`` the document names.
 """
 
 from __future__ import annotations
@@ -20,18 +21,31 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
-from reidkit.config import Config, ConfigError, config_from_dict, load_config
+from reidkit.config import FAMILIES, Config, ConfigError, config_from_dict, load_config
+from reidkit.models import TRAINED_BY
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
-SECTIONS: dict[str, type] = {name: field.annotation for name, field in Config.model_fields.items()}
-KEYS: list[tuple[str, str, FieldInfo]] = [
-    (section, key, field)
-    for section, model in SECTIONS.items()
+# one model name per family: the documents of a family name it as model.name
+FAMILY_MODEL = {family: min(m for m, f in TRAINED_BY.items() if f == family) for family in FAMILIES}
+SECTIONS: dict[str, dict[str, type]] = {
+    family: {name: field.annotation for name, field in cls.model_fields.items()}
+    for family, cls in FAMILIES.items()}
+KEYS: list[tuple[str, str, str, FieldInfo]] = [
+    (family, section, key, field)
+    for family, sections in SECTIONS.items()
+    for section, model in sections.items()
     for key, field in model.model_fields.items()
 ]
-KEY_NAMES = sorted({key for _, key, _ in KEYS} | set(SECTIONS))
+KEY_NAMES = sorted({key for *_, key, _ in KEYS} | {s for sections in SECTIONS.values() for s in sections})
+ALL_SECTIONS = sorted({s for sections in SECTIONS.values() for s in sections})
+
+
+def of_family(family: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` naming the family's model (unless its model section is not a mapping)."""
+    model = raw.get("model", {})
+    return {**raw, "model": {"name": FAMILY_MODEL[family], **model}} if isinstance(model, dict) else raw
 
 
 def members(annotation: Any) -> list[Any]:
@@ -125,9 +139,9 @@ def out_of_range(field: FieldInfo) -> st.SearchStrategy[float] | None:
     return st.one_of(outside) if outside else None
 
 
-def raises_naming(raw: Any, *names: str) -> ConfigError:
+def raises_naming(raw: Any, *names: str, family: str = "id-triplet") -> ConfigError:
     with pytest.raises(ConfigError) as err:
-        config_from_dict(raw)
+        config_from_dict(of_family(family, raw) if isinstance(raw, dict) else raw)
     message = str(err.value)
     assert any(name in message for name in names), message
     return err.value
@@ -139,52 +153,61 @@ PER_KEY = settings(FUZZ, max_examples=8)  # every key gets its own test, so fewe
 
 
 def key_params(keep: Any = lambda field: True) -> list[Any]:
-    return [pytest.param(s, k, f, id=f"{s}.{k}") for s, k, f in KEYS if keep(f)]
+    return [pytest.param(fam, s, k, f, id=f"{FAMILY_MODEL[fam]}-{s}.{k}") for fam, s, k, f in KEYS
+            if keep(f)]
 
 
-def test_key_table_covers_the_model() -> None:
-    assert len(KEYS) == sum(len(model.model_fields) for model in SECTIONS.values()) > 40
+def test_key_table_covers_the_models() -> None:
+    for family, sections in SECTIONS.items():
+        count = sum(len(model.model_fields) for model in sections.values())
+        assert count == sum(1 for fam, *_ in KEYS if fam == family) > 30, family
+    assert {"loss", "dynamic"} <= set(SECTIONS["id-triplet"]) and "mtdnet" in SECTIONS["mtdnet"]
 
 
-@pytest.mark.parametrize(("section", "key", "field"), key_params())
+@pytest.mark.parametrize(("family", "section", "key", "field"), key_params())
 @PER_KEY
 @given(data=st.data())
-def test_wrong_type_for_every_key(section: str, key: str, field: FieldInfo, data: st.DataObject) -> None:
+def test_wrong_type_for_every_key(family: str, section: str, key: str, field: FieldInfo,
+                                  data: st.DataObject) -> None:
     value = data.draw(wrong_values(field.annotation), label=f"{section}.{key}")
-    raises_naming({section: {key: value}}, f"{section}.{key}")
+    raises_naming({section: {key: value}}, f"{section}.{key}", family=family)
 
 
-@pytest.mark.parametrize(("section", "key", "field"), key_params(lambda f: out_of_range(f) is not None))
+@pytest.mark.parametrize(("family", "section", "key", "field"),
+                         key_params(lambda f: out_of_range(f) is not None))
 @PER_KEY
 @given(data=st.data())
-def test_out_of_range_for_every_bounded_key(section: str, key: str, field: FieldInfo,
+def test_out_of_range_for_every_bounded_key(family: str, section: str, key: str, field: FieldInfo,
                                             data: st.DataObject) -> None:
     value = data.draw(out_of_range(field), label=f"{section}.{key}")
-    raises_naming({section: {key: value}}, f"{section}.{key}")
+    raises_naming({section: {key: value}}, f"{section}.{key}", family=family)
 
 
 @FUZZ
-@given(st.sampled_from(sorted(SECTIONS)),
+@given(st.sampled_from(sorted(FAMILIES)), st.data(),
        st.one_of(INTS, FLOATS, WORD, st.booleans(), INT_LIST))
-def test_section_of_wrong_type(section: str, value: Any) -> None:
-    raises_naming({section: value}, section)
+def test_section_of_wrong_type(family: str, data: st.DataObject, value: Any) -> None:
+    section = data.draw(st.sampled_from(sorted(SECTIONS[family])))
+    raises_naming({section: value}, section, family=family)
 
 
 @FUZZ
-@given(st.sampled_from(["<root>", *sorted(SECTIONS)]),
+@given(st.sampled_from(sorted(FAMILIES)), st.sampled_from(["<root>", *ALL_SECTIONS]),
        st.text(min_size=1, max_size=12).filter(lambda k: k not in KEY_NAMES), JSONISH)
-def test_unknown_key_at_every_level(level: str, key: str, value: Any) -> None:
+def test_unknown_key_at_every_level(family: str, level: str, key: str, value: Any) -> None:
     raw = {key: value} if level == "<root>" else {level: {key: value}}
-    raises_naming(raw, key if level == "<root>" else f"{level}.{key}")
+    # a section of the other family is refused whole, naming it
+    named = key if level == "<root>" else f"{level}.{key}" if level in SECTIONS[family] else level
+    raises_naming(raw, named, family=family)
 
 
-@pytest.mark.parametrize(("section", "key", "field"),
+@pytest.mark.parametrize(("family", "section", "key", "field"),
                          key_params(lambda f: number_kind(f) is not None))
 @pytest.mark.parametrize("value", [True, False, math.inf, -math.inf, math.nan])
-def test_booleans_and_non_finite_numbers_are_not_numbers(section: str, key: str, field: FieldInfo,
-                                                         value: Any) -> None:
+def test_booleans_and_non_finite_numbers_are_not_numbers(family: str, section: str, key: str,
+                                                         field: FieldInfo, value: Any) -> None:
     """``epochs: yes`` must not train one epoch, nor ``lr: .inf`` start at all."""
-    raises_naming({section: {key: value}}, f"{section}.{key}")
+    raises_naming({section: {key: value}}, f"{section}.{key}", family=family)
 
 
 @FUZZ
@@ -211,7 +234,7 @@ def load_text(text: str | bytes) -> Config | ConfigError:
 
 
 SECTION_DOC = st.dictionaries(
-    st.sampled_from(sorted(SECTIONS)),
+    st.sampled_from(ALL_SECTIONS),
     st.dictionaries(st.sampled_from(KEY_NAMES), JSONISH, max_size=3),
     max_size=3,
 )
@@ -281,9 +304,11 @@ def _open_int(field: FieldInfo) -> bool:
 
 
 @FUZZ
-@given(st.sampled_from([(s, k) for s, k, f in KEYS if _open_int(f) and s != "sampler"]),
+@given(st.sampled_from([(fam, s, k) for fam, s, k, f in KEYS
+                        if _open_int(f) and (fam, s) != ("id-triplet", "sampler")]),
        st.integers(1, 10**6))
-def test_valid_integer_override_lands(key: tuple[str, str], value: int) -> None:
-    section, name = key
-    cfg = load_config(None, [f"{section}.{name}={value}"])
+def test_valid_integer_override_lands(key: tuple[str, str, str], value: int) -> None:
+    family, section, name = key
+    cfg = load_config(None, [f"model.name={FAMILY_MODEL[family]}", f"{section}.{name}={value}"])
+    assert type(cfg) is FAMILIES[family]
     assert getattr(getattr(cfg, section), name) == value

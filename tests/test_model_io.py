@@ -1,3 +1,4 @@
+import copy
 import os
 
 import pytest
@@ -15,10 +16,16 @@ def model():
 
 def test_round_trip_gives_the_same_features(tmp_path, model):
     path = tmp_path / "m.safetensors"
-    save_model(path, model, {"epoch": 3})
+    trained = copy.copy(model)
+    trained.spec = model.spec.trained_at((64, 32), "bicubic")
+    save_model(path, trained, {"epoch": 3})
     config, extra = read_model_meta(path)
-    assert config["name"] == "pyramid" and config["num_classes"] == 7 and extra == {"epoch": 3}
+    assert config["name"] == "pyramid" and config["num_classes"] == 7
+    assert extra == {"epoch": 3, "input_size": [64, 32], "interpolation": "bicubic"}
     loaded = load_model(path).eval()
+    # the contract comes back with the weights: the training size and resize, 3 x 128-d parts
+    assert loaded.spec == trained.spec and loaded.spec.input_size == (64, 32)
+    assert (loaded.spec.feature_dim, loaded.spec.part_dim) == (6 * 128, 128)
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

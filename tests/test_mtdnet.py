@@ -210,8 +210,8 @@ def test_mtdnet_loss_sums_triplet_and_verification(triplets) -> None:
 def test_variants_drop_their_missing_task(triplets) -> None:
     cls = MTDNet(input_size=SMALL, variant="cls")
     rnk = MTDNet(input_size=SMALL, variant="rnk")
-    assert cls.rank_fc is None and cls.ranks_by == "pairs"
-    assert rnk.verifier is None and rnk.ranks_by == "embedding"
+    assert cls.rank_fc is None and cls.spec.ranks_by == "pairs"
+    assert rnk.verifier is None and rnk.spec.ranks_by == "embedding"
     assert set(MTDNetLoss()(cls.forward_triplets(*triplets))) == {"verification", "total"}
     assert set(MTDNetLoss()(rnk.forward_triplets(*triplets))) == {"triplet", "total"}
     with pytest.raises(ValueError, match="pair_ranking"):
@@ -352,7 +352,7 @@ def rnk() -> MTDNet:
 def test_rnk_is_the_whole_caffenet_of_the_prototxt(rnk: MTDNet) -> None:
     shapes = {k: tuple(v.shape) for k, v in rnk.state_dict().items() if k.endswith("weight")}
     assert shapes == RNK_PROTOTXT_SHAPES
-    assert rnk.verifier is None and rnk.rank_fc is None and rnk.ranks_by == "embedding"
+    assert rnk.verifier is None and rnk.rank_fc is None and rnk.spec.ranks_by == "embedding"
 
 
 def test_rnk_normalises_before_pooling_like_alexnet(rnk: MTDNet, images: torch.Tensor) -> None:
@@ -411,7 +411,7 @@ def test_shallow_ranking_network_keeps_its_name() -> None:
 
 
 def test_mirror_distances_are_the_mean_of_the_four_squared_distances() -> None:
-    from reidkit.training.mtdnet_trainer import mirror_distances
+    from reidkit.retrieval.evaluate import mirror_distances
 
     rng = np.random.default_rng(0)
     q, qm, g, gm = (rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 3, 4, 4))

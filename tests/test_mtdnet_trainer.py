@@ -35,7 +35,7 @@ def tiny(root, out, *extra):
         f"data.width={SIZE}", "data.num_workers=0", "data.val_ids=2", "train.device=cpu",
         "mtdnet.triplets_per_batch=2", "model.options.rank_dim=16", "train.epochs=2",
         "train.iters_per_epoch=2", "train.eval_every=1", "sampler.batch_size=8",
-        "sampler.num_ids=4", "sampler.num_instances=2", *extra])
+        *extra])
 
 
 def test_batches_are_cross_camera_triplets_in_order(roots, tmp_path):
@@ -95,7 +95,7 @@ def test_fit_logs_validates_and_saves_a_loadable_model(roots, tmp_path):
     assert len(vals) == 2 and all(0 <= r["val_rank1"] <= 1 for r in vals)
     assert summary["best_epoch"] in (1, 2)
     model = load_model(summary["model"], expect={"name": "mtdnet"})
-    assert model.config["input_size"] == [SIZE, SIZE] and model.ranks_by == "pairs"
+    assert model.config["input_size"] == [SIZE, SIZE] and model.spec.ranks_by == "pairs"
     assert model(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 16)
 
 

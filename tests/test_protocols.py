@@ -11,6 +11,7 @@ from torch import nn
 
 from reidkit.config import load_config
 from reidkit.data import load_dataset
+from reidkit.models.spec import ModelSpec
 from reidkit.training import protocols
 from reidkit.training.protocols import ProtocolResult, SplitResult, evaluate_split, run_protocol
 
@@ -19,6 +20,8 @@ NUM_PERSONS = 12
 
 class MeanGrey(nn.Module):
     """A 1-d feature: the image's mean intensity, so distances are known from the pixel values."""
+
+    spec = ModelSpec(feature_dim=1, mean=None, std=None)  # pixel values as they are
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.mean(dim=(1, 2, 3))[:, None]
@@ -51,7 +54,7 @@ def reference_cmc(query_pids, gallery_pids, ranks):
 
 def test_evaluate_split_matches_the_reference(viper_root):
     dataset = load_dataset("viper", viper_root, split=3)
-    result = evaluate_split(MeanGrey(), dataset, height=16, width=8, normalize=False, ranks=(1, 2, 3, 20))
+    result = evaluate_split(MeanGrey(), dataset, size=(16, 8), ranks=(1, 2, 3, 20))
     expected = reference_cmc([r.pid for r in dataset.query], [r.pid for r in dataset.gallery],
                              (1, 2, 3, 20))
     assert result.cmc == pytest.approx(expected)

@@ -78,5 +78,5 @@ def test_init_checkpoint_fine_tunes_from_a_model_file_with_new_classifiers(data_
     assert own["heads.0.classifier.weight"].shape[0] != src["heads.0.classifier.weight"].shape[0]
     baseline = build_model("baseline", num_classes=5, backbone="resnet18")
     save_model(tmp_path / "other.safetensors", baseline, {"input_size": [64, 32]})
-    with pytest.raises(CheckpointError, match="holds a 'baseline' model"):
+    with pytest.raises(CheckpointError, match="name='baseline', but name='pyramid' is needed"):
         trainer(data_root, tmp_path / "run2", f"model.init_checkpoint={tmp_path / 'other.safetensors'}")

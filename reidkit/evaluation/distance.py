@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
 METRICS: tuple[str, ...] = ("euclidean", "sqeuclidean", "cosine")
+# what features are searched and recorded with (sqeuclidean ranks exactly as euclidean)
+FEATURE_METRICS: tuple[str, ...] = ("euclidean", "cosine")
 
 # Rows per chunk are chosen so that one chunk of the output holds about this many elements.
 _CHUNK_ELEMENTS = 1 << 24

@@ -12,6 +12,7 @@ from reidkit.models.base import ReIDModel, TrainOutput
 from reidkit.models.baseline import GlobalBaseline
 from reidkit.models.mtdnet import build_mtdnet
 from reidkit.models.pyramid import Pyramid, stripes
+from reidkit.models.spec import ModelSpec, model_spec
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "pyramid": Pyramid,
@@ -20,13 +21,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mtdnet": build_mtdnet,
 }
 # how each model is trained: "id-triplet" (ID + triplet losses, dynamic scheduler) or "mtdnet"
-# (cross-camera triplets, ranking + verification); reidkit.training.build_trainer reads it
+# (cross-camera triplets, ranking + verification); the recipe's config family
+# (reidkit.config.FAMILIES) and reidkit.training.build_trainer read it. What a built model takes
+# and how it ranks is its ``spec`` (reidkit.models.spec.ModelSpec).
 TRAINED_BY: dict[str, str] = {"pyramid": "id-triplet", "stripes": "id-triplet",
                               "baseline": "id-triplet", "mtdnet": "mtdnet"}
 
 __all__ = [
     "ARCHITECTURES",
     "MODELS",
+    "ModelSpec",
     "TRAINED_BY",
     "GlobalBaseline",
     "Pyramid",
@@ -35,6 +39,7 @@ __all__ = [
     "TrainOutput",
     "build_model",
     "list_models",
+    "model_spec",
 ]
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidkit.models.backbones import ResNetBackbone
+from reidkit.models.spec import ModelSpec
 
 
 class TrainOutput(NamedTuple):
@@ -25,16 +26,19 @@ class ReIDModel(nn.Module):
     retrieval feature in ``eval()`` mode. ``config`` holds the registry name and constructor
     arguments, so ``build_model(**model.config)`` rebuilds the architecture; it records
     ``pretrained=None`` because a checkpoint's weights replace the ImageNet ones anyway.
+    ``spec`` is the model contract (:class:`~reidkit.models.spec.ModelSpec`).
     """
 
     backbone: ResNetBackbone
 
     def __init__(self, config: dict[str, Any], feature_dim: int,
-                 normalize_features: bool) -> None:
+                 normalize_features: bool, part_dim: int | None = None) -> None:
         super().__init__()
         self.config = {**config, "pretrained": None}
         self.feature_dim = feature_dim
         self.normalize_features = normalize_features
+        # any input size; the trainer and model files record the one it was trained at
+        self.spec = ModelSpec(feature_dim=feature_dim, part_dim=part_dim)
 
     def _eval_features(self, features: Tensor) -> Tensor:
         return F.normalize(features, dim=1) if self.normalize_features else features

@@ -22,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reidkit.errors import ReidkitError
+from reidkit.models.spec import model_spec, restore_preprocessing
+from reidkit.models.weights import WeightsMismatchError, load_weights
 
 FORMAT = "reidkit-model/1"
 TEMP_SUFFIX = ".tmp"
@@ -93,15 +95,22 @@ def remove_stale_temporaries(folder: str | Path, names: Iterable[str] = ()) -> l
 
 
 def save_model(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model``'s weights and ``model.config`` (plus ``extra`` metadata) to ``path``."""
+    """Write ``model``'s weights and ``model.config`` to ``path``, with ``extra`` metadata and the
+    preprocessing of its spec (input size, interpolation), which :func:`load_model` restores."""
     module = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(module.config), "extra": json.dumps(extra or {})}
+    extra = {**model_spec(module).preprocessing(), **(extra or {})}
+    meta = {"format": FORMAT, "config": json.dumps(module.config), "extra": json.dumps(extra)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def read_model_meta(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (model config, extra metadata) stored in a model file, without loading weights."""
+def read_model_meta(path: str | Path, expect: dict[str, Any] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (model config, extra metadata) stored in a model file, without loading weights.
+
+    ``expect`` lists config entries the caller relies on (e.g. ``{"name": "pyramid",
+    "num_classes": 751}``); a file made for anything else is refused with a message naming both.
+    """
     from safetensors import safe_open
 
     path = _existing(path)
@@ -112,44 +121,33 @@ def read_model_meta(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"{path} is not a reidkit model file (safetensors): {exc}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has no reidkit model metadata; was it written by reidkit?")
-    return json.loads(meta["config"]), json.loads(meta.get("extra", "{}"))
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               expect: dict[str, Any] | None = None) -> nn.Module:
-    """Rebuild the model stored at ``path`` and load its weights.
-
-    ``expect`` lists config entries the caller relies on (e.g. ``{"name": "pyramid",
-    "num_classes": 751}``); a file made for anything else is refused with a message naming both.
-    """
-    from reidkit.models import build_model
-
-    config, _ = read_model_meta(path)
+    config = json.loads(meta["config"])
     for key, want in (expect or {}).items():
         if config.get(key) != want:
             raise CheckpointError(
                 f"{path} holds a model with {key}={config.get(key)!r}, but {key}={want!r} is needed"
             )
+    return config, json.loads(meta.get("extra", "{}"))
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               expect: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild the model stored at ``path`` and load its weights, and the input size and
+    interpolation it was trained with into its ``spec``. ``expect``: see :func:`read_model_meta`.
+    """
+    from reidkit.models import build_model
+
+    config, extra = read_model_meta(path, expect)
     if "pretrained" in config:  # the stored weights replace any ImageNet initialisation
         config = {**config, "pretrained": None}
     model = build_model(**config)
-    load_weights(model, load_file(str(_existing(path)), device=str(map_location)), source=str(path))
+    try:
+        load_weights(model, load_file(str(_existing(path)), device=str(map_location)),
+                     source=str(path), ignore_prefixes=())
+    except WeightsMismatchError as exc:
+        raise CheckpointError(str(exc)) from None
+    restore_preprocessing(model, extra)
     return model.to(map_location).eval()
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with a readable error listing missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{name} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                    ("shape mismatch", shapes)) if keys]
-        raise CheckpointError(f"weights in {source} do not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state)
 
 
 def _existing(path: str | Path) -> Path:

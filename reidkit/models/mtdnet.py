@@ -55,9 +55,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reidkit.losses.contrastive import cross_domain_contrastive_loss, indexed_contrastive_loss
 from reidkit.losses.ranking import squared_triplet_loss
 from reidkit.losses.verification import verification_loss
+from reidkit.models.spec import ModelSpec
 from reidkit.models.weights import Pretrained, read_state_dict, resolve_pretrained
 
 TRUNKS = ("caffenet", "resnet18", "resnet50")
@@ -274,11 +276,14 @@ class MTDNet(nn.Module):
         if state is not None:
             source = str(pretrained) if pretrained is not True else f"torchvision's {trunk}"
             _load_trunk_state(self, state, source)
-
-    @property
-    def ranks_by(self) -> str:
-        """How this variant ranks a gallery at test time: ``"pairs"`` or ``"embedding"``."""
-        return "pairs" if self.variant in ("mtd", "cls") else "embedding"
+        # the fully connected layers fix the input size; the pair variants rank by pair scores
+        self.spec = ModelSpec(
+            feature_dim=rank_dim if self.has_ranking else 0, input_size=(height, width),
+            fixed_size=True, mean=None if caffe_input else IMAGENET_MEAN,
+            std=None if caffe_input else IMAGENET_STD,
+            network_input="caffe-bgr-255" if caffe_input else "rgb-normalized",
+            ranks_by="pairs" if variant in ("mtd", "cls") else "embedding",
+            scores_pairs=self.verifier is not None)
 
     def trunk_features(self, images: Tensor) -> Tensor:
         """Shared maps (N, 256, h, w) of images (N, 3, H, W); 13x13 for 227x227 CaffeNet input."""
@@ -417,6 +422,10 @@ class CrossDomainMTDNet(nn.Module):
         super().train(mode)
         self.source.eval()
         return self
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.target.spec
 
     def forward(self, images: Tensor) -> Tensor:
         """The target network's ranking embedding."""

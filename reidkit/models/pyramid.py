@@ -122,6 +122,7 @@ class Pyramid(ReIDModel):
                     "normalize_features": normalize_features},
             feature_dim=len(branches) * feat_dim,
             normalize_features=normalize_features,
+            part_dim=feat_dim,
         )
         self.branches = branches  # (first stripe, number of stripes), in feature order
         self.num_stripes = num_stripes

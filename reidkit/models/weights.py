@@ -14,6 +14,8 @@ from torchvision.models import (
     ResNet101_Weights,
 )
 
+from reidkit.errors import ReidkitError
+
 # The ImageNet weights the re-ID literature starts from (V1: the ones the papers used).
 IMAGENET_WEIGHTS = {
     "resnet18": ResNet18_Weights.IMAGENET1K_V1,
@@ -84,6 +86,10 @@ def resolve_pretrained(arch: str, pretrained: Pretrained) -> dict[str, torch.Ten
     raise TypeError(f"pretrained must be a file path, True or None, not {type(pretrained).__name__}")
 
 
+class WeightsMismatchError(ReidkitError, ValueError):
+    """Weights whose names or shapes do not fit the module they are loaded into."""
+
+
 def load_weights(
     module: nn.Module,
     state_dict: dict[str, torch.Tensor],
@@ -119,7 +125,7 @@ def load_weights(
         if keys
     ]
     if problems:
-        raise ValueError(
+        raise WeightsMismatchError(
             f"weights from {source} do not fit {type(module).__name__}: {'; '.join(problems)}. "
             "Pass weights of the same architecture (e.g. resnet50 weights for backbone='resnet50')"
         )

@@ -37,12 +37,11 @@ from rich.console import Console
 from reidkit import __version__
 from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
 from reidkit.data.loader import build_test_loader
-from reidkit.data.transforms import build_transforms
 from reidkit.errors import ReidkitError
+from reidkit.evaluation.distance import FEATURE_METRICS
 from reidkit.models.inference import extract_features
-from reidkit.models.io import atomic_write, load_model, read_model_meta
+from reidkit.models.io import atomic_write, load_model
 from reidkit.progress import progress as progress_display
-from reidkit.retrieval.search import METRICS, GalleryIndex
 
 FORMAT = "reidkit-features/1"
 SUFFIXES = (".safetensors", ".npz")
@@ -182,23 +181,6 @@ class FeatureSet:
     def dim(self) -> int:
         """The feature dimension D."""
         return self.features.shape[1]
-
-
-def search_subset(index: GalleryIndex, gallery: FeatureSet, queries: np.ndarray, k: int,
-                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``index.search(queries, k)`` restricted to the gallery rows where ``mask`` is True.
-
-    Returns (distances, gallery indices) of shape (Q, min(k, rows kept)), nearest first.
-    """
-    if mask is None:
-        return index.search(queries, k)
-    rows = np.flatnonzero(mask)
-    q = np.atleast_2d(queries)
-    if len(rows) == 0:
-        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-    subset = GalleryIndex(gallery.features[rows], index.metric)
-    distances, indices = subset.search(q, min(k, len(rows)))
-    return distances, rows[indices]
 
 
 def check_known_model(fs: FeatureSet, name: str, *, allow_unknown_model: bool = False) -> None:
@@ -457,21 +439,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_input_size(height: int | None, width: int | None, config: dict[str, Any],
-                       extra: dict[str, Any], source: str | Path) -> tuple[int, int]:
-    """(height, width) to feed a model: given values, else the model file's recorded input size."""
-    stored = extra.get("input_size") or config.get("input_size")
-    if height is None or width is None:
-        if stored is None:
-            raise FeatureError(f"{source} does not record its input size; pass height and width "
-                             "(e.g. 384 and 128 for Pyramid)")
-        height = stored[0] if height is None else height
-        width = stored[1] if width is None else width
-    if height < 1 or width < 1:
-        raise FeatureError(f"height and width must be positive, got {height} x {width}")
-    return int(height), int(width)
-
-
 def extract_feature_set(
     model_path: str | Path,
     records: Sequence[ImageRecord],
@@ -488,23 +455,24 @@ def extract_feature_set(
     """Features of ``records`` from the model file ``model_path``, in the records' order.
 
     ``height``/``width`` default to the input size stored in the model file. Images are resized
-    and normalised as at evaluation time (no mean subtraction for Caffe-input MTDnet models).
+    and normalised as the model's spec says, as at evaluation time.
     ``flip`` averages each feature with that of the mirrored image. ``metric`` is recorded in
     ``meta`` as the distance to search these features with.
     """
-    if metric not in METRICS:
-        raise FeatureError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    config, extra = read_model_meta(model_path)
-    size = resolve_input_size(height, width, config, extra, model_path)
+    if metric not in FEATURE_METRICS:
+        raise FeatureError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
     model = load_model(model_path, map_location=device)
-    transform = build_transforms(*size, train=False, normalize=not config.get("caffe_input", False))
-    loader = build_test_loader(records, transform, batch_size, num_workers)
+    spec = model.spec
+    if (height is None) != (width is None) and spec.input_size is not None:  # one side given
+        height, width = height or spec.input_size[0], width or spec.input_size[1]
+    size = spec.resolve_size(None if height is None or width is None else (height, width))
+    loader = build_test_loader(records, spec.test_transform(size), batch_size, num_workers)
     with progress_display(Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("extracting features", total=len(loader.dataset))
         features = extract_features(model, loader, device, flip=flip,
                                     on_batch=lambda n: bar.advance(task, n))
     meta = {
-        "model_config": config,
+        "model_config": model.config,
         "model_sha256": file_sha256(model_path),
         "model_file": Path(model_path).name,
         "input_size": list(size),

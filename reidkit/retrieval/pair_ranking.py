@@ -26,6 +26,7 @@ from torch import Tensor
 
 from reidkit.losses.verification import same_probability
 from reidkit.models.mtdnet import MTDNet, VerificationHead
+from reidkit.models.spec import model_spec
 from reidkit.progress import progress as progress_display
 
 Images = Tensor | Iterable
@@ -46,7 +47,7 @@ def pair_score_matrix(
     ``batch_size`` is the number of pairs per verification-head call (each runs 8 passes) and the
     number of images per trunk call. Runs on the model's device, in eval mode.
     """
-    if getattr(model, "verifier", None) is None:
+    if not model_spec(model).scores_pairs:
         raise ValueError("pair scores need an MTDNet with a verification head (for a "
                          "CrossDomainMTDNet pass its .target); the 'rnk' variants have none and rank"
                          " by embedding distances")

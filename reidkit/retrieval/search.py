@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from reidkit.errors import MissingDependencyError, ReidkitError
+from reidkit.evaluation.distance import FEATURE_METRICS
 
 if TYPE_CHECKING:
     from reidkit.retrieval.features import FeatureSet
 
-METRICS = ("euclidean", "cosine")
 BACKENDS = ("torch", "faiss", "auto")
 Metric = Literal["euclidean", "cosine"]
 Backend = Literal["torch", "faiss", "auto"]
@@ -103,8 +103,8 @@ class GalleryIndex:
         approximate: ApproximateIndex | None = None,
         threshold: int = APPROXIMATE_THRESHOLD,
     ) -> None:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if metric not in FEATURE_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if chunk_size is not None and chunk_size < 1:
@@ -290,8 +290,8 @@ class ApproximateIndex:
 
     def __init__(self, index: Any, metric: Metric, num_items: int, dim: int, *, spec: str,
                  nprobe: int = DEFAULT_NPROBE, refine: int = DEFAULT_REFINE) -> None:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if metric not in FEATURE_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
         if nprobe < 1 or refine < 1:
             raise ValueError(f"nprobe and refine must be at least 1, got {nprobe} and {refine}")
         self.index, self.metric, self.num_items, self.dim, self.spec = index, metric, num_items, dim, spec
@@ -333,8 +333,8 @@ class ApproximateIndex:
         a PCA step in ``spec`` larger than D is dropped. ``progress`` is called with the rows
         added after each chunk.
         """
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if metric not in FEATURE_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
         faiss = import_faiss()
         gallery = _gallery_tensor(features)
         num, dim = gallery.shape
@@ -465,3 +465,20 @@ def _gallery_tensor(features: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype not in (torch.float16, torch.float32):
         t = t.float()
     return t
+
+
+def search_subset(index: GalleryIndex, gallery: FeatureSet, queries: np.ndarray, k: int,
+                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(queries, k)`` restricted to the gallery rows where ``mask`` is True.
+
+    Returns (distances, gallery indices) of shape (Q, min(k, rows kept)), nearest first.
+    """
+    if mask is None:
+        return index.search(queries, k)
+    rows = np.flatnonzero(mask)
+    q = np.atleast_2d(queries)
+    if len(rows) == 0:
+        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    subset = GalleryIndex(gallery.features[rows], index.metric)
+    distances, indices = subset.search(q, min(k, len(rows)))
+    return distances, rows[indices]

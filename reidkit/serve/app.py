@@ -29,19 +29,17 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reidkit.data.transforms import build_transforms
 from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
-from reidkit.models.io import load_model, read_model_meta
+from reidkit.models.io import load_model
 from reidkit.retrieval.features import (
     FeatureSet,
     check_known_model,
     check_same_model,
     file_sha256,
     load_features,
-    search_subset,
 )
-from reidkit.retrieval.search import ApproximateIndex, GalleryIndex, load_index_for
+from reidkit.retrieval.search import ApproximateIndex, GalleryIndex, load_index_for, search_subset
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +134,7 @@ class SearchEngine:
 
     def __init__(self, checkpoint: str | Path, gallery: FeatureSet, query: FeatureSet | None,
                  input_size: Sequence[int] | None, approximate: ApproximateIndex | None = None) -> None:
-        config, extra = read_model_meta(checkpoint)
+        self.model = load_model(checkpoint)
         recorded = gallery.meta.get("model_sha256")
         if recorded is not None and recorded != file_sha256(checkpoint):
             raise ServiceError(
@@ -144,12 +142,11 @@ class SearchEngine:
                 f"({gallery.meta.get('model_file', 'unknown')}), not {checkpoint}; re-extract the "
                 "gallery with this checkpoint (reidkit extract) or serve the model it was made with"
             )
-        self.input_size = _resolve_input_size(input_size, extra, config, gallery.meta, checkpoint)
-        self.model = load_model(checkpoint)
-        self.model_name = str(config.get("name", "unknown"))
-        # Models that take raw [0, 1] RGB (MTDnet's Caffe convention) normalise inside.
-        self.transform = build_transforms(*self.input_size, train=False,
-                                          normalize=not config.get("caffe_input", False))
+        self.model_name = str(self.model.config["name"])
+        spec = self.model.spec
+        self.input_size = spec.resolve_size(
+            _resolve_input_size(input_size, spec.input_size, gallery.meta, checkpoint))
+        self.transform = spec.test_transform(self.input_size)
         self.flip = bool(gallery.meta.get("flip", False))
         self.gallery = gallery
         # above the threshold the index built by `reidkit index` is used, if there is one
@@ -190,13 +187,12 @@ def _describe(fs: FeatureSet, i: int) -> dict[str, Any]:
             "identity": fs.identity_label(i), "sighting": sighting}
 
 
-def _resolve_input_size(explicit: Sequence[int] | None, extra: dict[str, Any],
-                        config: dict[str, Any], gallery_meta: dict[str, Any],
-                        checkpoint: str | Path) -> tuple[int, int]:
+def _resolve_input_size(explicit: Sequence[int] | None, trained: Sequence[int] | None,
+                        gallery_meta: dict[str, Any], checkpoint: str | Path) -> tuple[int, int]:
     """The (height, width) queries are resized to: given, or as recorded at training/extraction."""
     known = {source: tuple(int(v) for v in size) for source, size in (
-        ("input_size argument", explicit), ("checkpoint", extra.get("input_size")),
-        ("model config", config.get("input_size")), ("gallery features", gallery_meta.get("input_size")),
+        ("input_size argument", explicit), ("checkpoint", trained),
+        ("gallery features", gallery_meta.get("input_size")),
     ) if size is not None}
     if not known:
         raise ServiceError(f"{checkpoint} does not record its input size; pass input_size=(height, width) "

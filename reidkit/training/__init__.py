@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reidkit.config import Config, ConfigError
-from reidkit.models import TRAINED_BY
+from reidkit.config import Config, IDTripletConfig, MTDNetConfig
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -14,15 +13,14 @@ if TYPE_CHECKING:
 
 
 def build_trainer(cfg: Config, *, resume: bool = False, console: Console | None = None) -> TrainerBase:
-    """The trainer of ``cfg.model.name``'s family, built from the recipe (``.fit()`` runs it)."""
-    kind = TRAINED_BY.get(cfg.model.name)
-    if kind is None:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not a trainable model; "
-                          f"choose one of {', '.join(sorted(TRAINED_BY))}")
-    if kind == "mtdnet":
+    """The trainer of the recipe's family (its ``model.name``'s), built from it; ``.fit()`` runs it."""
+    if isinstance(cfg, MTDNetConfig):
         from reidkit.training.mtdnet_trainer import MTDNetTrainer
 
         return MTDNetTrainer(cfg, resume=resume, console=console)
-    from reidkit.training.trainer import Trainer
+    if isinstance(cfg, IDTripletConfig):
+        from reidkit.training.trainer import Trainer
 
-    return Trainer(cfg, resume=resume, console=console)
+        return Trainer(cfg, resume=resume, console=console)
+    raise TypeError(f"build_trainer needs a recipe from reidkit.config.load_config, got "
+                    f"{type(cfg).__name__}")

@@ -42,6 +42,7 @@ from reidkit.models.io import (
     save_model,
 )
 from reidkit.progress import progress
+from reidkit.retrieval.evaluate import evaluate_model, validation_metrics
 from reidkit.training.distributed import DistContext
 from reidkit.training.streams import BatchStream
 
@@ -154,6 +155,7 @@ class TrainerBase(ABC):
     """The loop, logging and checkpointing around a subclass's ``train_step``."""
 
     task_name = "train"
+    mirror_at_test = False
     streams: dict[str, BatchStream]
     optimizer: torch.optim.Optimizer
     iters_per_epoch: int
@@ -212,9 +214,14 @@ class TrainerBase(ABC):
     def train_step(self) -> dict[str, Any]:
         """One optimisation step; returns its log record."""
 
-    @abstractmethod
     def evaluate(self, query: list[ImageRecord], gallery: list[ImageRecord]) -> dict[str, float]:
-        """Metrics (with at least ``mAP``) of the current model on a query/gallery split."""
+        """mAP, rank-1, rank-5 and mINP of the current model on a query/gallery split, ranked as
+        its spec says (``mirror_at_test``: over mirrored images too, as MTDnet's scripts do)."""
+        result = evaluate_model(self.saved_model, query, gallery,
+                                batch_size=self.cfg.sampler.batch_size,
+                                num_workers=self.cfg.data.num_workers, device=self.device,
+                                mirror=self.mirror_at_test)
+        return validation_metrics(result)
 
     def extra_state(self) -> dict[str, Any]:
         """More state for the checkpoint (JSON strings or tensors)."""
@@ -368,8 +375,7 @@ class TrainerBase(ABC):
         self.dist.barrier()
 
     def _write_model_files(self, val: dict[str, float] | None) -> None:
-        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset,
-                "input_size": [self.cfg.data.height, self.cfg.data.width]}
+        meta = {"epoch": self.epoch, "step": self.step, "dataset": self.cfg.data.dataset}
         save_model(self.out / "last.safetensors", self.saved_model, meta)
         if self.best["epoch"] == self.epoch:
             save_model(self.out / "best.safetensors", self.saved_model, {**meta, **(val or {})})

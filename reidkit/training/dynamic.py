@@ -157,12 +157,16 @@ class DynamicLossScheduler:
         alpha: smoothing factor of the loss averages, in (0, 1).
         lam: focusing exponent ``lambda`` of FL, >= 0.
         delta: threshold on ``FL_tp / FL_id`` below which the ID objective alone is used, >= 0.
-        combine: joint weights, one of ``"focal"``, ``"sum"``, ``"focal-normalized"``, ``"fixed"``.
+        combine: joint weights, one of ``"focal"`` (the paper), ``"sum"`` (the released code),
+            ``"focal-normalized"``, ``"fixed"``.
         update: ``"iteration"`` (the paper) or ``"epoch"`` (decide once per epoch on mean losses).
         fixed_weights: ``{"id": w, "tp": w}``, required with ``combine="fixed"``, ignored otherwise
             (a config may carry them whatever the mode).
         sampler: ``"switch"`` (the paper: random batches for ID-only steps) or ``"balanced"``
             (the released code: balanced batches for every step).
+
+    The defaults are the released code's rule, as ``DynamicConfig``'s are; the paper's is
+    ``combine="focal", sampler="switch"``.
 
     Use: read :attr:`decision` before a step, call :meth:`update` after it (and :meth:`end_epoch`
     at the end of each epoch). See the module docstring for the exact conventions.
@@ -173,10 +177,10 @@ class DynamicLossScheduler:
         alpha: float = 0.25,
         lam: float = 2.0,
         delta: float = 0.16,
-        combine: Combine = "focal",
+        combine: Combine = "sum",
         update: UpdateMode = "iteration",
         fixed_weights: Mapping[str, float] | None = None,
-        sampler: SamplerMode = "switch",
+        sampler: SamplerMode = "balanced",
     ) -> None:
         self.alpha = _check_param("alpha", alpha, 0.0, 1.0, True)
         self.lam = _check_param("lam", lam, 0.0, math.inf, False)

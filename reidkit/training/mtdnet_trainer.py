@@ -18,27 +18,22 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from reidkit.config import Config
+from reidkit.config import MTDNetConfig
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset
-from reidkit.data.loader import ImageDataset, build_test_loader
+from reidkit.data.loader import ImageDataset
 from reidkit.data.samplers import (
     AllPairsTripletSampler,
     CrossCameraPairSampler,
     CrossCameraTripletSampler,
     FlattenedBatchSampler,
 )
-from reidkit.data.transforms import build_transforms
-from reidkit.evaluation import compute_distance, evaluate_rank
-from reidkit.models.inference import extract_features
 from reidkit.models.io import CheckpointError, load_model, read_model_meta
 from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss, build_mtdnet
-from reidkit.retrieval.pair_ranking import pair_distance_matrix
 from reidkit.training.base import TrainerBase
 from reidkit.training.streams import BatchStream
 
@@ -52,10 +47,7 @@ def init_from_checkpoint(model: MTDNet, path: str | Path) -> list[str]:
     file lacks (fine-tuning a ``cls`` model into ``mtd``) keeps its fresh weights and is named in
     the result; a head ``model`` lacks is ignored.
     """
-    config, _ = read_model_meta(path)
-    if config.get("name") != "mtdnet":
-        raise CheckpointError(f"mtdnet.init_checkpoint {path} holds a {config.get('name')!r} "
-                              "model, not an MTDnet")
+    config, _ = read_model_meta(path, expect={"name": "mtdnet"})
     for key in ("trunk", "input_size", "rank_dim"):
         if config.get(key) != model.config[key] and not (key == "rank_dim" and not model.has_ranking):
             raise CheckpointError(
@@ -79,17 +71,19 @@ class MTDNetTrainer(TrainerBase):
 
     task_name = "train mtdnet"
 
-    def __init__(self, cfg: Config, *, resume: bool = False, console: Console | None = None):
-        if cfg.model.name != "mtdnet":
-            raise ValueError(f"MTDNetTrainer trains model.name=mtdnet, got {cfg.model.name!r}; "
-                             "use reidkit.training.trainer.Trainer")
+    def __init__(self, cfg: MTDNetConfig, *, resume: bool = False, console: Console | None = None):
+        if not isinstance(cfg, MTDNetConfig):
+            raise TypeError(f"MTDNetTrainer trains MTDnet recipes, got one for {cfg.model.name!r}; "
+                            "use reidkit.training.build_trainer")
         super().__init__(cfg, console)
+        self.mirror_at_test = cfg.mtdnet.eval_mirror
         if self.dist.enabled:
             raise ValueError("MTDnet training runs in one process; launch it without torchrun")
         self.dataset, self.val = self._load_data(cfg.data.dataset, cfg.data.root, cfg.data.options,
                                                  cfg.data.val_ids)
-        self.model = self._build_model()
-        self.target: MTDNet = getattr(self.model, "target", self.model)
+        self.target = self._build_target()
+        self.model: MTDNet | CrossDomainMTDNet = (
+            self._cross_domain(self.target) if cfg.mtdnet.cross_domain else self.target)
         m = cfg.mtdnet
         loss_args = {"triplet_weight": m.triplet_weight,
                      "verification_weight": m.verification_weight, "margin": m.margin}
@@ -121,7 +115,7 @@ class MTDNetTrainer(TrainerBase):
             held = val_query + val_gallery
         return dataset, split_validation(held) if held else None
 
-    def _build_model(self) -> nn.Module:
+    def _build_target(self) -> MTDNet:
         c, m, t = self.cfg.data, self.cfg.model, self.cfg.mtdnet
         options = dict(m.options)
         size = [c.height, c.width]
@@ -132,6 +126,7 @@ class MTDNetTrainer(TrainerBase):
             raise ValueError("set the MTDnet trunk with model.backbone (caffenet, resnet18, "
                              "resnet50), not model.options.trunk")
         model = build_mtdnet(trunk=m.backbone, input_size=size, pretrained=m.pretrained, **options)
+        model.spec = model.spec.trained_at(size, c.interpolation)
         if t.cross_domain and not t.init_checkpoint:
             raise ValueError("mtdnet.cross_domain needs mtdnet.init_checkpoint: the model file "
                              "trained on the source data set")
@@ -139,14 +134,17 @@ class MTDNetTrainer(TrainerBase):
             fresh = init_from_checkpoint(model, t.init_checkpoint)
             note = f" ({', '.join(fresh)} freshly initialised)" if fresh else ""
             self.console.print(f"initialised from {t.init_checkpoint}{note}")
-        if not t.cross_domain:
-            return model.to(self.device)
+        return model.to(self.device)
+
+    def _cross_domain(self, model: MTDNet) -> CrossDomainMTDNet:
+        """``model`` as the target beside a frozen source network from mtdnet.init_checkpoint."""
+        t, size = self.cfg.mtdnet, model.spec.input_size
         if not (t.source_dataset and t.source_root):
             raise ValueError("mtdnet.cross_domain needs mtdnet.source_dataset and "
                              "mtdnet.source_root (the data set the init_checkpoint was trained on)")
         source = load_model(t.init_checkpoint, expect={"name": "mtdnet"})
-        if source.config["input_size"] != size:
-            raise ValueError(f"the source model takes {source.config['input_size']} images but "
+        if source.spec.input_size != size:
+            raise ValueError(f"the source model takes {source.spec.input_size} images but "
                              f"data.height x data.width is {size}; they must match")
         return CrossDomainMTDNet(model, source).to(self.device)
 
@@ -169,22 +167,19 @@ class MTDNetTrainer(TrainerBase):
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                nesterov=o.nesterov)
 
-    def _transform(self, train: bool) -> Any:
-        """MTDnet's input: a stretch to the model size, mirroring, no mean subtraction (Caffe
-        input) or ImageNet normalisation (ResNet trunks), as the model's ``caffe_input`` says."""
+    def _transform(self) -> Any:
+        """MTDnet's training input: a stretch to the model size and mirroring, normalised as the
+        model's spec says (not at all for Caffe input)."""
         c = self.cfg.data
-        if not train:
-            return build_transforms(c.height, c.width, train=False,
-                                    normalize=not self.target.caffe_input)
-        return build_transforms(c.height, c.width, train=True, flip_p=c.flip_p, pad=c.pad,
-                                erase_p=c.erase_p, normalize=not self.target.caffe_input)
+        return self.target.spec.transform(train=True, flip_p=c.flip_p, pad=c.pad, erase_p=c.erase_p,
+                                          erase_max_area=c.erase_max_area)
 
     def _stream(self, records: list[ImageRecord], stream_id: int) -> BatchStream:
         m = self.cfg.mtdnet
         kind = AllPairsTripletSampler if m.triplet_sampling == "all-pairs" else CrossCameraTripletSampler
         sampler = kind([r.pid for r in records], [r.camid for r in records], m.triplets_per_batch,
                        m.negatives_per_positive, rank=0, world_size=1, seed=self.cfg.train.seed)
-        return BatchStream(ImageDataset(records, self._transform(train=True)),
+        return BatchStream(ImageDataset(records, self._transform()),
                            FlattenedBatchSampler(sampler, fields=3), seed=self.cfg.train.seed,
                            stream_id=stream_id, num_workers=self.cfg.data.num_workers,
                            pin_memory=self.device.type == "cuda")
@@ -193,7 +188,7 @@ class MTDNetTrainer(TrainerBase):
         sampler = CrossCameraPairSampler([r.pid for r in records], [r.camid for r in records],
                                          self.cfg.mtdnet.triplets_per_batch, 0.5, rank=0,
                                          world_size=1, seed=self.cfg.train.seed)
-        return BatchStream(ImageDataset(records, self._transform(train=True)),
+        return BatchStream(ImageDataset(records, self._transform()),
                            FlattenedBatchSampler(sampler, fields=2), seed=self.cfg.train.seed,
                            stream_id=stream_id, num_workers=self.cfg.data.num_workers,
                            pin_memory=self.device.type == "cuda")
@@ -239,90 +234,8 @@ class MTDNetTrainer(TrainerBase):
         record.update({("loss" if k == "total" else k): v.item() for k, v in terms.items()})
         return record
 
-    # ----------------------------------------------------------------------------- evaluation
-    def evaluate(self, query: list[ImageRecord], gallery: list[ImageRecord]) -> dict[str, float]:
-        """mAP / rank-k of the target network on ``query`` against ``gallery``.
-
-        Pair-ranking variants (``mtd``, ``cls``) rank by verification scores, the others by
-        embedding distances.
-        """
-        return evaluate_records(self.target, query, gallery, batch_size=self.cfg.sampler.batch_size,
-                                num_workers=self.cfg.data.num_workers, device=self.device,
-                                mirror=self.cfg.mtdnet.eval_mirror)
-
     def status(self, record: dict[str, Any]) -> str:
         return _status(record)
-
-
-def model_distances(
-    model: nn.Module,
-    query: list[ImageRecord],
-    gallery: list[ImageRecord],
-    *,
-    height: int,
-    width: int,
-    normalize: bool,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    mirror: bool = False,
-    ranks_by: str | None = None,
-) -> np.ndarray:
-    """Query x gallery distances: pair scores when ``ranks_by`` (default: ``model.ranks_by``) is
-    ``"pairs"``, else Euclidean distances of the model's features (``"embedding"``, e.g. to rank
-    an ``mtd`` model as MTDtrp). Images are resized to ``height`` x ``width``.
-
-    ``mirror`` ranks embeddings as the authors' ``ComputeAccuracy/GetAccuracyfromFeatures.py``
-    does: the mean of the four squared distances between original and mirrored query and gallery
-    images (pair scores always average their 8 passes)."""
-    transform = build_transforms(height, width, train=False, normalize=normalize)
-    q_loader, g_loader = (build_test_loader(r, transform, batch_size=batch_size,
-                                            num_workers=num_workers) for r in (query, gallery))
-    model = model.to(device)
-    if (ranks_by or getattr(model, "ranks_by", "embedding")) == "pairs":
-        return pair_distance_matrix(model, q_loader, g_loader, batch_size=batch_size,
-                                    progress=False)
-    if not mirror:
-        qf, gf = (extract_features(model, loader, device) for loader in (q_loader, g_loader))
-        return compute_distance(qf, gf, metric="euclidean")
-    return mirror_distances(*(extract_features(model, loader, device) for loader in
-                              (q_loader, _mirrored(q_loader), g_loader, _mirrored(g_loader))))
-
-
-def _mirrored(loader: Any) -> Any:
-    return ((batch[0].flip(-1), *batch[1:]) for batch in loader)
-
-
-def mirror_distances(query: np.ndarray, query_mirror: np.ndarray, gallery: np.ndarray,
-                     gallery_mirror: np.ndarray) -> np.ndarray:
-    """``mean over {q, q'} x {g, g'} of |q - g|^2``, computed as ``|q_m - g_m|^2 + s_q + s_g``
-    with ``x_m`` the mean of an image's two features and ``s_x = |x - x'|^2 / 4`` their spread."""
-    qm, gm = (query + query_mirror) / 2, (gallery + gallery_mirror) / 2
-    spread_q = np.square(query - query_mirror).sum(1) / 4
-    spread_g = np.square(gallery - gallery_mirror).sum(1) / 4
-    return compute_distance(qm, gm, metric="sqeuclidean") + spread_q[:, None] + spread_g[None, :]
-
-
-def evaluate_records(
-    model: MTDNet,
-    query: list[ImageRecord],
-    gallery: list[ImageRecord],
-    *,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    mirror: bool = True,
-) -> dict[str, float]:
-    """mAP / rank-1 / rank-5 / mINP of an MTDnet under the ``market1501`` protocol."""
-    height, width = model.config["input_size"]
-    distmat = model_distances(model, query, gallery, height=height, width=width,
-                              normalize=not model.caffe_input, batch_size=batch_size,
-                              num_workers=num_workers, device=device, mirror=mirror)
-    result = evaluate_rank(distmat, np.array([r.pid for r in query]),
-                           np.array([r.pid for r in gallery]), np.array([r.camid for r in query]),
-                           np.array([r.camid for r in gallery]), max_rank=min(50, len(gallery)))
-    return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
-            "rank5": float(result.cmc[min(4, len(result.cmc) - 1)]), "mINP": float(result.mINP)}
 
 
 def split_validation(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:

@@ -20,17 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from torch import nn
 
 from reidkit.config import Config
 from reidkit.data import ReIDDataset, load_dataset
-from reidkit.evaluation import evaluate_rank
 from reidkit.models.io import load_model
+from reidkit.retrieval.evaluate import evaluate_model
 from reidkit.training import build_trainer
 from reidkit.training.base import STATE_FILE, resolve_device
-from reidkit.training.mtdnet_trainer import model_distances
 
 RANKS = (1, 5, 10, 20)
 
@@ -100,42 +98,20 @@ def evaluate_split(
     model: nn.Module,
     dataset: ReIDDataset,
     *,
-    height: int | None = None,
-    width: int | None = None,
-    normalize: bool | None = None,
+    size: Sequence[int] | None = None,
     ranks: Sequence[int] = RANKS,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    mirror: bool = True,
+    **ranking: Any,
 ) -> SplitResult:
     """Single-shot CMC at ``ranks`` and mAP of ``model`` on ``dataset``'s query and gallery.
 
-    MTDnet pair-ranking variants are scored by verification pairs, other models by Euclidean
-    feature distances. ``height``/``width`` default to the model's fixed input size (MTDnet);
-    ``normalize`` (ImageNet mean/std) defaults to off for Caffe-convention models, on otherwise.
-    ``mirror`` averages embedding distances over mirrored images as the authors' scripts do.
+    Images are fed at ``size`` (default: the model's input size) and ranked as the model's spec
+    says (:func:`~reidkit.retrieval.evaluate.evaluate_model`, which takes ``ranking``'s
+    ``batch_size``, ``num_workers``, ``device``, ``mirror``); ``mirror`` defaults to on, as the
+    MTDnet authors' scripts rank embeddings.
     """
-    size = getattr(model, "config", {}).get("input_size")
-    height = height or (size[0] if size else None)
-    width = width or (size[1] if size else None)
-    if height is None or width is None:
-        raise ValueError("this model has no fixed input size: pass height= and width= "
-                         "(the data.height / data.width it was trained with)")
-    if normalize is None:
-        normalize = not getattr(model, "caffe_input", False)
-    if not dataset.query or not dataset.gallery:
-        raise ValueError(f"{dataset.name} split {dataset.split} has no query or gallery images")
-    distmat = model_distances(model, dataset.query, dataset.gallery, height=height, width=width,
-                              normalize=normalize, batch_size=batch_size, num_workers=num_workers,
-                              device=device, mirror=mirror)
-    protocol = "cuhk03" if dataset.name.startswith("cuhk03") else "market1501"
-    max_rank = min(max(ranks), len(dataset.gallery))
-    result = evaluate_rank(distmat, np.array([r.pid for r in dataset.query]),
-                           np.array([r.pid for r in dataset.gallery]),
-                           np.array([r.camid for r in dataset.query]),
-                           np.array([r.camid for r in dataset.gallery]),
-                           max_rank=max_rank, protocol=protocol)
+    result = evaluate_model(model, dataset, size=size, max_rank=max(ranks),
+                            **{"mirror": True, **ranking})
+    max_rank = len(result.cmc)
     # beyond the gallery's size every valid query has matched
     cmc = {int(r): float(result.cmc[min(r, max_rank) - 1]) for r in ranks}
     return SplitResult(dataset.split, cmc, float(result.mAP), result.num_valid_queries)
@@ -180,7 +156,7 @@ def run_protocol(
             path = str(checkpoint).format(split=split)
         model = load_model(path, map_location=device)
         dataset = load_dataset(c.dataset, c.root, **split_cfg.data.options)
-        result = evaluate_split(model, dataset, height=c.height, width=c.width,
+        result = evaluate_split(model, dataset, size=(c.height, c.width),
                                 batch_size=cfg.sampler.batch_size, num_workers=c.num_workers,
                                 device=device)
         result = SplitResult(result.split, result.cmc, result.mAP, result.num_queries, path)

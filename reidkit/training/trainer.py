@@ -12,22 +12,18 @@ import re
 from contextlib import nullcontext
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
 from torch import nn
 
-from reidkit.config import Config
+from reidkit.config import IDTripletConfig
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset
 from reidkit.data.cache import BatchAugment, ImageCache
-from reidkit.data.loader import ImageDataset, build_test_loader
+from reidkit.data.loader import ImageDataset
 from reidkit.data.samplers import BalancedIdentitySampler, RandomBatchSampler
-from reidkit.data.transforms import build_transforms
-from reidkit.evaluation import compute_distance, evaluate_rank
 from reidkit.losses import TripletLoss, TripletResult, id_loss
 from reidkit.models import build_model
-from reidkit.models.inference import extract_features
 from reidkit.models.io import CheckpointError, read_model_meta
 from reidkit.training.base import TrainerBase
 from reidkit.training.dynamic import Decision, DynamicLossScheduler
@@ -37,7 +33,11 @@ from reidkit.training.streams import BatchStream, CachedBatchStream
 class Trainer(TrainerBase):
     """Build everything a recipe describes and run it: ``Trainer(cfg).fit()``."""
 
-    def __init__(self, cfg: Config, *, resume: bool = False, console: Console | None = None):
+    def __init__(self, cfg: IDTripletConfig, *, resume: bool = False,
+                 console: Console | None = None):
+        if not isinstance(cfg, IDTripletConfig):
+            raise TypeError(f"Trainer trains Pyramid, stripes and baseline recipes, got one for "
+                            f"{cfg.model.name!r}; use reidkit.training.build_trainer")
         super().__init__(cfg, console)
         self.dataset, self.val = self._load_data()
         self.model = self._build_model()
@@ -57,7 +57,8 @@ class Trainer(TrainerBase):
 
     @property
     def saved_model(self) -> nn.Module:
-        return getattr(self.model, "module", self.model)
+        ddp = isinstance(self.model, nn.parallel.DistributedDataParallel)
+        return self.model.module if ddp else self.model
 
     bare_model = saved_model
 
@@ -93,6 +94,8 @@ class Trainer(TrainerBase):
         m = self.cfg.model
         model = build_model(m.name, num_classes=self.dataset.num_train_pids, backbone=m.backbone,
                             pretrained=m.pretrained, **m.options).to(self.device)
+        model.spec = model.spec.trained_at((self.cfg.data.height, self.cfg.data.width),
+                                           self.cfg.data.interpolation)
         if m.init_checkpoint:
             self._init_from(model, m.init_checkpoint)
         if self.cfg.train.channels_last:
@@ -106,10 +109,7 @@ class Trainer(TrainerBase):
 
     def _init_from(self, model: nn.Module, path: str) -> None:
         """Copy the weights of the model file ``path`` whose names and shapes match ``model``'s."""
-        config, _ = read_model_meta(path)
-        if config.get("name") != self.cfg.model.name:
-            raise CheckpointError(f"model.init_checkpoint {path} holds a {config.get('name')!r} model; "
-                                  f"this run trains {self.cfg.model.name!r}")
+        read_model_meta(path, expect={"name": self.cfg.model.name})
         state = load_file(str(path))
         own = model.state_dict()
         kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -133,9 +133,8 @@ class Trainer(TrainerBase):
 
     def _build_streams(self) -> dict[str, BatchStream | CachedBatchStream]:
         c, s, seed = self.cfg.data, self.cfg.sampler, self.cfg.train.seed
-        transform = build_transforms(c.height, c.width, train=True, flip_p=c.flip_p, pad=c.pad,
-                                     erase_p=c.erase_p, erase_max_area=c.erase_max_area,
-                                     interpolation=c.interpolation)
+        transform = self.bare_model.spec.transform(train=True, flip_p=c.flip_p, pad=c.pad,
+                                                   erase_p=c.erase_p, erase_max_area=c.erase_max_area)
         train_set = ImageDataset(self.dataset.train, transform)
         pids = [r.pid for r in self.dataset.train]
         dist = {"rank": self.dist.rank, "world_size": self.dist.world_size, "seed": seed}
@@ -197,28 +196,7 @@ class Trainer(TrainerBase):
     def _triplet(self, feats: torch.Tensor, pids: torch.Tensor) -> TripletResult:
         if self.cfg.loss.triplet_on == "concat":
             return self.triplet(feats, pids)
-        width = getattr(self.bare_model, "feat_dim", feats.shape[1])
+        width = self.bare_model.spec.part_dim or feats.shape[1]
         parts = [self.triplet(f, pids) for f in feats.split(width, dim=1)]
         return TripletResult(sum(p.loss for p in parts), min(p.num_valid for p in parts),
                              sum(p.precision for p in parts) / len(parts))
-
-    # ----------------------------------------------------------------------------- evaluation
-    def evaluate(self, query: list[ImageRecord], gallery: list[ImageRecord]) -> dict[str, float]:
-        """mAP / rank-k of the current model on ``query`` against ``gallery`` (standard protocol)."""
-        qf, gf = (self.extract(records) for records in (query, gallery))
-        distmat = compute_distance(qf, gf, metric="euclidean")
-        result = evaluate_rank(distmat, np.array([r.pid for r in query]),
-                               np.array([r.pid for r in gallery]),
-                               np.array([r.camid for r in query]),
-                               np.array([r.camid for r in gallery]),
-                               max_rank=min(50, len(gallery)))
-        return {"mAP": float(result.mAP), "rank1": float(result.cmc[0]),
-                "rank5": float(result.cmc[min(4, len(result.cmc) - 1)]),
-                "mINP": float(result.mINP)}
-
-    def extract(self, records: list[ImageRecord]) -> np.ndarray:
-        c = self.cfg.data
-        transform = build_transforms(c.height, c.width, train=False, interpolation=c.interpolation)
-        loader = build_test_loader(records, transform,
-                                   batch_size=self.cfg.sampler.batch_size, num_workers=c.num_workers)
-        return extract_features(self.bare_model, loader, self.device)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
@@ -28,6 +27,7 @@ from reidkit.data.datasets._common import (
     single_shot_split,
     stray_note,
 )
+from reidkit.data.datasets.registry import register
 
 NUM_SPLITS = 10
 _NAME = re.compile(r"(\d{4})(\d{3})\.(?:png|jpg|jpeg|bmp)", re.IGNORECASE)

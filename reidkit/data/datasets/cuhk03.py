@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import check_split, layout_error, prefix, split_rng
+from reidkit.data.datasets.registry import register
 
 if TYPE_CHECKING:
     import h5py

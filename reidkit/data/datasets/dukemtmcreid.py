@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from reidkit.data.dataset import ReIDDataset
-from reidkit.data.datasets import register
 from reidkit.data.datasets.market1501 import parse_market_style
+from reidkit.data.datasets.registry import register
 
 # Same id rules as Market-1501 (see market1501._MARKET): -1 or 1-9 ASCII digits, camera from 1.
 _DUKE = re.compile(r"(-1|\d{1,9})_c([1-9]\d{0,8})_f\d+\.(?:jpg|jpeg|png)", re.IGNORECASE | re.ASCII)

@@ -29,7 +29,6 @@ from typing import NamedTuple
 import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     IMAGE_SUFFIXES,
     DatasetOptionError,
@@ -37,6 +36,7 @@ from reidkit.data.datasets._common import (
     prefix,
     stray_note,
 )
+from reidkit.data.datasets.registry import register
 from reidkit.data.sidecar import attach_sightings
 
 SUBSET_FOLDERS = {

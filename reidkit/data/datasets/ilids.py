@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import check_split, layout_error, scan, single_shot_split, stray_note
+from reidkit.data.datasets.registry import register
 
 NUM_SPLITS = 10
 _NAME = re.compile(r"(\d{4})(\d{3})\.(?:jpg|jpeg|png|bmp)", re.IGNORECASE)

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import find_base, layout_error, scan, stray_note
+from reidkit.data.datasets.registry import register
 
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
 

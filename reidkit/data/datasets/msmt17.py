@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from reidkit.data.dataset import ImageRecord, ReIDDataset
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import layout_error, prefix
+from reidkit.data.datasets.registry import register
 
 _FOLDERS = {"v1": ("train", "test"), "v2": ("mask_train_v2", "mask_test_v2")}
 _LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 from reidkit.data.dataset import ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
@@ -21,6 +20,7 @@ from reidkit.data.datasets._common import (
     read_camera_pair,
     single_shot_split,
 )
+from reidkit.data.datasets.registry import register
 
 NUM_SPLITS = 10
 SHARED = 200  # persons 1..SHARED appear in both cameras

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from reidkit.data.dataset import ReIDDataset, relabel
-from reidkit.data.datasets import register
 from reidkit.data.datasets._common import (
     check_split,
     find_base,
@@ -19,6 +18,7 @@ from reidkit.data.datasets._common import (
     read_camera_pair,
     single_shot_split,
 )
+from reidkit.data.datasets.registry import register
 
 NUM_SPLITS = 10
 _NAME = re.compile(r"(\d+)_\d+\.(?:bmp|png|jpg|jpeg)", re.IGNORECASE)
