@@ -102,3 +102,10 @@ def test_no_model_probes_outside_the_models_package():
     outside = [p for p in PACKAGE.rglob("*.py") if "models" not in p.relative_to(PACKAGE).parts]
     assert len(outside) > 40
     assert [probe for path in outside for probe in model_probes(path)] == []
+
+
+def test_tests_mirror_the_package_layout():
+    tests = Path(__file__).resolve().parent
+    folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py")))
+    assert {"data", "models", "training", "evaluation", "retrieval"} <= set(folders)
+    assert [f for f in folders if not (PACKAGE / f / "__init__.py").is_file()] == []

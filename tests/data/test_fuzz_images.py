@@ -187,7 +187,7 @@ def test_compressed_bomb_is_rejected_without_allocating(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(_png(side, side, idat, bit_depth=1, colour=0))
     child = subprocess.run([sys.executable, "-c", _BOMB_CHILD, str(path)], capture_output=True,
-                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith("ImageReadError:") and str(path) in child.stdout, child.stdout
 
