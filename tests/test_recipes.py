@@ -100,3 +100,43 @@ def test_bases_are_not_listed_as_recipes():
 def test_override_errors_say_they_came_from_an_override():
     with pytest.raises(ConfigError, match="with overrides dynamic.sampler=random"):
         load_config("pyramid_market1501_r50", ["dynamic.sampler=random"])
+
+
+def _leaves(section: dict, prefix: tuple[str, ...] = ()):
+    for key, value in section.items():
+        if isinstance(value, dict) and not key.endswith("options") and key != "fixed_weights":
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _at(tree: dict, key: tuple[str, ...]):
+    for part in key:
+        tree = tree[part]
+    return tree
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_recipe_repeats_what_it_gets_anyway(path):
+    """Each value a recipe sets differs from its base's, or from the default of its config family
+    (``model.name`` excepted: it names the family)."""
+    from reidkit.config import _read_recipe, _yaml, config_from_dict, resolve_recipe
+
+    raw = _yaml(path.read_text()) or {}
+    base = raw.pop("_base_", None)
+    inherited = _read_recipe(resolve_recipe(base), ()) if base else {}
+    family_defaults = type(config_from_dict({"model": {"name": load_config(path).model.name}}))()
+    defaults = family_defaults.to_dict()
+    repeated = []
+    for key, value in _leaves(raw):
+        if key == ("model", "name"):
+            continue
+        for source in (inherited, defaults):
+            try:
+                before = _at(source, key)
+            except KeyError:
+                continue
+            if before == value:
+                repeated.append(".".join(key))
+            break
+    assert repeated == []
