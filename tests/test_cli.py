@@ -356,3 +356,34 @@ def test_index_command_saves_the_index_next_to_the_gallery(model_and_data, galle
     assert f"wrote {gallery}.faiss: {len(g):,} items" in made.output
     index = load_index_for(gallery, len(g), g.dim, g.meta.get("metric", "euclidean"))
     assert index is not None and index.nprobe == 32
+
+
+def test_evaluate_a_pair_model_ranks_by_its_pair_scores(model_and_data, tmp_path):
+    """``evaluate --checkpoint`` of an MTDnet 'mtd' model scores query-gallery pairs, as its spec
+    says, and gives what evaluate_model gives; feature-only options are refused for it."""
+    import json
+
+    import torch
+
+    from reidkit.data import load_dataset
+    from reidkit.models.io import load_model, save_model
+    from reidkit.models.mtdnet import MTDNet
+    from reidkit.retrieval.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "mtd.safetensors",
+               MTDNet(trunk="caffenet", input_size=(67, 67), fc_width=64, rank_dim=16))
+    data = str(model_and_data / "data")
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "mtd.safetensors"),
+                                 "--root", data, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "mtd.safetensors")
+    assert model.spec.ranks_by == "pairs"
+    dataset = load_dataset("market1501", data)
+    by_pairs = evaluate_model(model, dataset)
+    assert json.loads(result.stdout)["mAP"] == pytest.approx(by_pairs.mAP, abs=1e-6)
+    by_embedding = evaluate_model(model, dataset, ranks_by="embedding")
+    assert by_pairs.mAP != by_embedding.mAP  # two rankings: the CLI took the model's own
+    refused = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "mtd.safetensors"),
+                                  "--root", data, "--rerank"])
+    one_line_error(refused, "ranks by pair scores")
