@@ -88,6 +88,16 @@ def browser():
             browser.close()
 
 
+def wait_for_result_images(page, timeout: float = 15.0) -> None:
+    """Wait until every result image has loaded. Polled from Python: the page's CSP (no
+    'unsafe-eval') refuses the string predicates of ``page.wait_for_function``."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate("() => [...document.querySelectorAll('#results img')]"
+                            ".every(i => i.complete && i.naturalWidth > 0)"):
+        assert time.monotonic() < deadline, "the result images did not load"
+        page.wait_for_timeout(50)
+
+
 def shown_gallery_ids(page) -> list[int]:
     srcs = page.locator("#results img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")
     return [int(src.rsplit("/", 1)[1]) for src in srcs]
@@ -116,8 +126,7 @@ def test_search_page(browser, service, tmp_path: Path) -> None:
     # The data set's own camera name (the 3 of a _c3 file), not the 0-based camid (issue 13 item 12).
     expect(cards.first).to_contain_text(f"Camera{int(gallery.camids[3]) + 1}")
     expect(cards.first).to_contain_text(f"Person{int(gallery.pids[3])}")
-    page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_result_images(page)
     expect(page.locator("#error")).to_be_hidden()
 
     # Pick a stored query: the order is the hand-computed ranking, same-person cards are marked.
@@ -187,8 +196,7 @@ def test_page_layout_at_common_widths(browser, service, width: int) -> None:
     page.click("#query-picker summary")
     page.locator("#query-list button").nth(1).click()
     expect(page.locator("#results > li")).to_have_count(K)
-    page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_result_images(page)
     report = overflow_report(page)
     assert report["overflow"] == []
     assert report["pageWidth"] <= report["viewport"]
