@@ -298,15 +298,14 @@ def evaluate(
         _device(device)
         if query is not None and gallery is not None:
             q, g = _load_feature_pair(query, gallery)
-        elif checkpoint is not None and root is not None and _ranks_pairs(checkpoint, device):
-            if rerank or distractors is not None or metric != "euclidean":
-                raise typer.BadParameter("this model ranks by pair scores: --rerank, --distractors "
-                                         "and --metric work on features", param_hint="--checkpoint")
-            result = _evaluate_pairs(checkpoint, dataset, root, device, options)
+        elif checkpoint is not None and root is not None and not rerank and metric == "euclidean":
+            result = _evaluate_checkpoint(checkpoint, dataset, root, device, distractors,
+                                          progress=json_out is None, **options)
             if not _write_json(json_out, result.as_dict()):
                 print_rank_result(result)
             return
         elif checkpoint is not None and root is not None:
+            _refuse_pair_model(checkpoint, "--rerank and --metric rank features")
             q, g = _extract_dataset(checkpoint, dataset, root, device, distractors)
         else:
             raise typer.BadParameter("give --distmat FILE, --query/--gallery FILES, or --checkpoint "
@@ -359,31 +358,36 @@ def _load_feature_pair(query: Path, gallery: Path, allow_unknown_model: bool = F
     return q, g
 
 
-def _ranks_pairs(checkpoint: Path, device: str) -> bool:
-    from reidkit.models.io import load_model
-
-    return load_model(checkpoint, map_location=device).spec.ranks_by == "pairs"
-
-
-def _evaluate_pairs(checkpoint: Path, dataset: str, root: Path, device: str,
-                    options: dict[str, Any]):
-    """A pair-scoring model (MTDnet) on a data set's query and gallery."""
-    from reidkit.data import load_dataset
+def _evaluate_checkpoint(checkpoint: Path, dataset: str, root: Path, device: str,
+                         distractors: Path | None, **options: Any):
+    """A model file on a data set, ranked as its spec says (embeddings or MTDnet pair scores)."""
     from reidkit.models.io import load_model
     from reidkit.retrieval.evaluate import evaluate_model
 
-    data = load_dataset(dataset, root)
+    data = _dataset_with(dataset, root, distractors)
     query, gallery = (_readable(r, strict=False) for r in (data.query, data.gallery))
     return evaluate_model(load_model(checkpoint, map_location=device), query, gallery,
-                          device=device, **options)
+                          device=device, batch_size=64, num_workers=2, **options)
+
+
+def _refuse_pair_model(checkpoint: Path, what: str) -> None:
+    from reidkit.models.io import load_model
+
+    if load_model(checkpoint).spec.ranks_by == "pairs":
+        raise typer.BadParameter(f"this model ranks by pair scores: {what}", param_hint="--checkpoint")
+
+
+def _dataset_with(dataset: str, root: Path, distractors: Path | None):
+    from reidkit.data import load_dataset
+
+    return load_dataset(dataset, root, **({} if distractors is None else {"distractors": distractors}))
 
 
 def _extract_dataset(checkpoint: Path, dataset: str, root: Path, device: str,
                      distractors: Path | None = None):
-    from reidkit.data import load_dataset
     from reidkit.retrieval.features import extract_feature_set
 
-    data = load_dataset(dataset, root, **({} if distractors is None else {"distractors": distractors}))
+    data = _dataset_with(dataset, root, distractors)
     return tuple(extract_feature_set(checkpoint, _readable(records, strict=False), device=device)
                  for records in (data.query, data.gallery))
 

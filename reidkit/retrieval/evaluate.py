@@ -18,8 +18,9 @@ from reidkit.data.dataset import ImageRecord, ReIDDataset
 from reidkit.data.loader import build_test_loader
 from reidkit.evaluation.distance import compute_distance
 from reidkit.evaluation.rank import RankResult, evaluate_rank
+from reidkit.evaluation.stream import evaluate_features
 from reidkit.models.inference import extract_features
-from reidkit.models.spec import RanksBy, model_spec
+from reidkit.models.spec import ModelSpec, RanksBy, model_spec
 from reidkit.retrieval.pair_ranking import pair_distance_matrix
 
 
@@ -44,9 +45,7 @@ def model_distances(
     the mean of the four squared distances between original and mirrored images.
     """
     spec = model_spec(model)
-    transform = spec.test_transform(size)
-    q_loader, g_loader = (build_test_loader(list(r), transform, batch_size=batch_size,
-                                            num_workers=num_workers) for r in (query, gallery))
+    q_loader, g_loader = _loaders(spec, query, gallery, size, batch_size, num_workers)
     model = model.to(device)
     if (ranks_by or spec.ranks_by) == "pairs":
         return pair_distance_matrix(model, q_loader, g_loader, batch_size=batch_size,
@@ -56,6 +55,13 @@ def model_distances(
         return compute_distance(qf, gf, metric="euclidean")
     return mirror_distances(*(extract_features(model, loader, device) for loader in
                               (q_loader, _mirrored(q_loader), g_loader, _mirrored(g_loader))))
+
+
+def _loaders(spec: ModelSpec, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
+             size: Sequence[int] | None, batch_size: int, num_workers: int) -> list[Any]:
+    transform = spec.test_transform(size)
+    return [build_test_loader(list(r), transform, batch_size=batch_size, num_workers=num_workers)
+            for r in (query, gallery)]
 
 
 def _mirrored(loader: Iterable) -> Iterable:
@@ -72,6 +78,9 @@ def mirror_distances(query: np.ndarray, query_mirror: np.ndarray, gallery: np.nd
     return compute_distance(qm, gm, metric="sqeuclidean") + spread_q[:, None] + spread_g[None, :]
 
 
+RANKING_OPTIONS = {"size", "batch_size", "num_workers", "device", "mirror", "ranks_by"}
+
+
 def evaluate_model(
     model: nn.Module,
     query: ReIDDataset | Sequence[ImageRecord],
@@ -80,6 +89,7 @@ def evaluate_model(
     protocol: str | None = None,
     max_rank: int = 50,
     ap: str = "standard",
+    progress: bool = False,
     **ranking: Any,
 ) -> RankResult:
     """CMC, mAP and mINP of ``model`` ranking ``gallery`` for each of ``query``.
@@ -87,10 +97,16 @@ def evaluate_model(
     ``query`` is a data set (its query and gallery images; CUHK03 sets are scored under the
     ``cuhk03`` protocol) or a list of query records with ``gallery`` the gallery records.
     ``protocol`` defaults to ``market1501``; the CMC is cut at the gallery size; ``ap`` is
-    :func:`~reidkit.evaluation.evaluate_rank`'s. ``ranking`` goes
-    to :func:`model_distances` (``size``, ``batch_size``, ``num_workers``, ``device``,
-    ``mirror``, ``ranks_by``).
+    :func:`~reidkit.evaluation.evaluate_rank`'s. ``ranking`` goes to :func:`model_distances`
+    (``size``, ``batch_size``, ``num_workers``, ``device``, ``mirror``, ``ranks_by``).
+    Embeddings are scored in bounded memory, query block by query block
+    (:func:`~reidkit.evaluation.evaluate_features`, ``progress``: a bar on stderr), with the
+    numbers the full distance matrix gives.
     """
+    unknown = sorted(set(ranking) - RANKING_OPTIONS)
+    if unknown:
+        raise TypeError(f"evaluate_model got unknown options {unknown}; ranking options: "
+                        f"{', '.join(sorted(RANKING_OPTIONS))}")
     if isinstance(query, ReIDDataset):
         if gallery is not None:
             raise TypeError("pass a data set alone, or query and gallery records")
@@ -100,9 +116,18 @@ def evaluate_model(
             raise ValueError(f"{dataset.name} split {dataset.split} has no query or gallery images")
     if gallery is None:
         raise TypeError("evaluate_model needs gallery records with query records")
-    distmat = model_distances(model, query, gallery, **ranking)
-    return evaluate_rank(distmat, *_labels(query, gallery), max_rank=min(max_rank, len(gallery)),
-                         protocol=protocol or "market1501", ap=ap)
+    scoring = {"max_rank": min(max_rank, len(gallery)), "protocol": protocol or "market1501",
+               "ap": ap}
+    spec = model_spec(model)
+    if (ranking.get("ranks_by") or spec.ranks_by) == "embedding" and not ranking.get("mirror"):
+        device = ranking.get("device", "cpu")
+        loaders = _loaders(spec, query, gallery, ranking.get("size"), ranking.get("batch_size", 32),
+                           ranking.get("num_workers", 0))
+        qf, gf = (extract_features(model.to(device), loader, device) for loader in loaders)
+        return evaluate_features(qf, gf, *_labels(query, gallery), device=device,
+                                 progress=progress, **scoring)
+    return evaluate_rank(model_distances(model, query, gallery, **ranking),
+                         *_labels(query, gallery), **scoring)
 
 
 def _labels(query: Sequence[ImageRecord], gallery: Sequence[ImageRecord]) -> list[np.ndarray]:

@@ -6,7 +6,6 @@ import inspect
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -408,16 +407,6 @@ def test_rnk_starts_from_all_of_caffenet(tmp_path) -> None:
 def test_shallow_ranking_network_keeps_its_name() -> None:
     model = MTDNet(input_size=SMALL, variant="rnk-shallow")
     assert model.rank_fc is not None and model.rank_head is None and model.verifier is None
-
-
-def test_mirror_distances_are_the_mean_of_the_four_squared_distances() -> None:
-    from reidkit.retrieval.evaluate import mirror_distances
-
-    rng = np.random.default_rng(0)
-    q, qm, g, gm = (rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 3, 4, 4))
-    brute = np.array([[np.mean([np.sum((a - b) ** 2) for a in (q[i], qm[i]) for b in (g[j], gm[j])])
-                       for j in range(4)] for i in range(3)])
-    np.testing.assert_allclose(mirror_distances(q, qm, g, gm), brute, rtol=1e-5)
 
 
 def test_indexed_contrastive_pairs_target_k_with_source_k_mod_n() -> None:
