@@ -8,10 +8,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reidkit.errors import ReidkitError
+
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
 METRICS: tuple[str, ...] = ("euclidean", "sqeuclidean", "cosine")
-# what features are searched and recorded with (sqeuclidean ranks exactly as euclidean)
+# what features are searched, re-ranked and recorded with (sqeuclidean ranks as euclidean)
 FEATURE_METRICS: tuple[str, ...] = ("euclidean", "cosine")
+
+
+class UnknownMetricError(ReidkitError, ValueError):
+    """A distance metric reidkit does not compute (or not for this use)."""
+
+
+def check_metric(metric: str, allowed: tuple[str, ...] = METRICS) -> None:
+    """Raise :class:`UnknownMetricError` unless ``metric`` is one of ``allowed``."""
+    if metric not in allowed:
+        raise UnknownMetricError(f"unknown metric {metric!r}; choose one of {', '.join(allowed)}")
 
 # Rows per chunk are chosen so that one chunk of the output holds about this many elements.
 _CHUNK_ELEMENTS = 1 << 24
@@ -45,8 +57,7 @@ def compute_distance(
     computed at once (default: about 16M output elements per chunk), so memory stays at the output
     matrix plus one chunk.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    check_metric(metric)
     q = _as_features(qf, "qf")
     g = _as_features(gf, "gf")
     if q.shape[1] != g.shape[1]:

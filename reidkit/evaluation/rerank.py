@@ -28,6 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from reidkit.evaluation.distance import FEATURE_METRICS, check_metric
+
 __all__ = ["re_rank", "re_rank_features"]
 
 _BYTES_PER_GB = 1 << 30
@@ -117,8 +119,7 @@ def re_rank_features(
             f"query features have {qf.shape[1]} dimensions and gallery features {gf.shape[1]}; "
             "extract both with the same model"
         )
-    if metric not in ("euclidean", "cosine"):
-        raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
+    check_metric(metric, FEATURE_METRICS)
     _check_params(k1, k2, lambda_value, max_memory_gb)
     budget = int(max_memory_gb * _BYTES_PER_GB)
     if device is None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidkit.evaluation.distance import METRICS, Metric, distance_block, distance_dtype, prepare_gallery
+from reidkit.evaluation.distance import Metric, check_metric, distance_block, distance_dtype, prepare_gallery
 from reidkit.evaluation.rank import APMode, Protocol, RankResult, RankSetup
 
 _BYTES_PER_GB = 1 << 30
@@ -66,8 +66,7 @@ def evaluate_features(
     number of queries per block it implies. ``progress`` True shows a progress bar with queries/s
     on stderr; a callable is called with the number of queries finished after each block.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    check_metric(metric)
     if not max_memory_gb > 0:
         raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb!r}")
     if query_block is not None and query_block < 1:

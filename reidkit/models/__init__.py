@@ -10,7 +10,7 @@ from torch import nn
 from reidkit.models.backbones import ARCHITECTURES, ResNetBackbone
 from reidkit.models.base import ReIDModel, TrainOutput
 from reidkit.models.baseline import GlobalBaseline
-from reidkit.models.mtdnet import build_mtdnet
+from reidkit.models.mtdnet import MTDNet
 from reidkit.models.pyramid import Pyramid, stripes
 from reidkit.models.spec import ModelSpec, model_spec
 
@@ -18,7 +18,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "pyramid": Pyramid,
     "stripes": stripes,
     "baseline": GlobalBaseline,
-    "mtdnet": build_mtdnet,
+    "mtdnet": MTDNet,
 }
 # how each model is trained: "id-triplet" (ID + triplet losses, dynamic scheduler) or "mtdnet"
 # (cross-camera triplets, ranking + verification); the recipe's config family

@@ -491,31 +491,6 @@ class CrossDomainLoss(MTDNetLoss):
         return terms
 
 
-def build_mtdnet(
-    num_classes: int | None = None,
-    trunk: str = "caffenet",
-    rank_dim: int = 512,
-    dropout: float = 0.5,
-    input_size: Sequence[int] = (227, 227),
-    variant: str = "mtd",
-    caffe_input: bool | None = None,
-    pretrained: Pretrained = None,
-    fc_width: int = 4096,
-    init: str = "pytorch",
-    name: str = "mtdnet",
-) -> MTDNet:
-    """Registry constructor (options as :class:`MTDNet`); ``build_mtdnet(**model.config)`` rebuilds.
-
-    MTDnet has no identity classifier, so ``num_classes`` is accepted for the registry's common
-    signature and not used.
-    """
-    if name != "mtdnet":
-        raise ValueError(f"build_mtdnet builds 'mtdnet' models, not {name!r}")
-    return MTDNet(trunk=trunk, rank_dim=rank_dim, dropout=dropout, input_size=input_size,
-                  variant=variant, caffe_input=caffe_input, pretrained=pretrained,
-                  fc_width=fc_width, init=init)
-
-
 # Caffe initialisation ------------------------------------------------------------------------
 
 # (weight std, bias) per layer, from the weight_filler / bias_filler of the authors' prototxts:

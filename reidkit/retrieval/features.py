@@ -38,7 +38,7 @@ from reidkit import __version__
 from reidkit.data.dataset import ImageRecord, Sighting, camera_name, identity_name
 from reidkit.data.loader import build_test_loader
 from reidkit.errors import ReidkitError
-from reidkit.evaluation.distance import FEATURE_METRICS
+from reidkit.evaluation.distance import FEATURE_METRICS, check_metric
 from reidkit.models.inference import extract_features
 from reidkit.models.io import atomic_write, load_model
 from reidkit.progress import progress as progress_display
@@ -459,8 +459,7 @@ def extract_feature_set(
     ``flip`` averages each feature with that of the mirrored image. ``metric`` is recorded in
     ``meta`` as the distance to search these features with.
     """
-    if metric not in FEATURE_METRICS:
-        raise FeatureError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
+    check_metric(metric, FEATURE_METRICS)
     model = load_model(model_path, map_location=device)
     spec = model.spec
     if (height is None) != (width is None) and spec.input_size is not None:  # one side given

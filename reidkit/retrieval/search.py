@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from reidkit.errors import MissingDependencyError, ReidkitError
-from reidkit.evaluation.distance import FEATURE_METRICS
+from reidkit.evaluation.distance import FEATURE_METRICS, check_metric
 
 if TYPE_CHECKING:
     from reidkit.retrieval.features import FeatureSet
@@ -103,8 +103,7 @@ class GalleryIndex:
         approximate: ApproximateIndex | None = None,
         threshold: int = APPROXIMATE_THRESHOLD,
     ) -> None:
-        if metric not in FEATURE_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
+        check_metric(metric, FEATURE_METRICS)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if chunk_size is not None and chunk_size < 1:
@@ -290,8 +289,7 @@ class ApproximateIndex:
 
     def __init__(self, index: Any, metric: Metric, num_items: int, dim: int, *, spec: str,
                  nprobe: int = DEFAULT_NPROBE, refine: int = DEFAULT_REFINE) -> None:
-        if metric not in FEATURE_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
+        check_metric(metric, FEATURE_METRICS)
         if nprobe < 1 or refine < 1:
             raise ValueError(f"nprobe and refine must be at least 1, got {nprobe} and {refine}")
         self.index, self.metric, self.num_items, self.dim, self.spec = index, metric, num_items, dim, spec
@@ -333,8 +331,7 @@ class ApproximateIndex:
         a PCA step in ``spec`` larger than D is dropped. ``progress`` is called with the rows
         added after each chunk.
         """
-        if metric not in FEATURE_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
+        check_metric(metric, FEATURE_METRICS)
         faiss = import_faiss()
         gallery = _gallery_tensor(features)
         num, dim = gallery.shape

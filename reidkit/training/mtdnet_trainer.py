@@ -33,7 +33,7 @@ from reidkit.data.samplers import (
     FlattenedBatchSampler,
 )
 from reidkit.models.io import CheckpointError, load_model, read_model_meta
-from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss, build_mtdnet
+from reidkit.models.mtdnet import CrossDomainLoss, CrossDomainMTDNet, MTDNet, MTDNetLoss
 from reidkit.training.base import TrainerBase
 from reidkit.training.streams import BatchStream
 
@@ -125,7 +125,7 @@ class MTDNetTrainer(TrainerBase):
         if "trunk" in options:
             raise ValueError("set the MTDnet trunk with model.backbone (caffenet, resnet18, "
                              "resnet50), not model.options.trunk")
-        model = build_mtdnet(trunk=m.backbone, input_size=size, pretrained=m.pretrained, **options)
+        model = MTDNet(trunk=m.backbone, input_size=size, pretrained=m.pretrained, **options)
         model.spec = model.spec.trained_at(size, c.interpolation)
         if t.cross_domain and not t.init_checkpoint:
             raise ValueError("mtdnet.cross_domain needs mtdnet.init_checkpoint: the model file "

@@ -14,12 +14,12 @@ from safetensors.torch import save_file
 from reidkit.losses.contrastive import contrastive_loss, cross_domain_contrastive_loss
 from reidkit.losses.ranking import squared_triplet_loss
 from reidkit.losses.verification import same_probability, verification_loss
+from reidkit.models import build_model
 from reidkit.models.mtdnet import (
     CrossDomainLoss,
     CrossDomainMTDNet,
     MTDNet,
     MTDNetLoss,
-    build_mtdnet,
     load_trunk_weights,
 )
 
@@ -309,27 +309,25 @@ def test_config_round_trip(images: torch.Tensor) -> None:
     torch.manual_seed(0)
     model = MTDNet(trunk="resnet18", rank_dim=64, input_size=(99, 83), variant="trp").eval()
     config = json.loads(json.dumps(model.config))  # as stored in a model file
-    rebuilt = build_mtdnet(num_classes=None, **config).eval()
+    rebuilt = build_model(**config).eval()
     rebuilt.load_state_dict(model.state_dict())
     x = torch.rand(2, 3, 99, 83)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
     assert rebuilt.config == model.config
-    # the registry passes config entries as named options: build_mtdnet must declare them all
-    assert set(model.config) <= set(inspect.signature(build_mtdnet).parameters)
+    # the registry passes config entries (but the name) as options: MTDNet declares them all
+    assert set(model.config) - {"name"} <= set(inspect.signature(MTDNet).parameters)
     assert model.map_shape == (256, 7, 6)
     assert model.config["caffe_input"] is False
 
 
 def test_fc_width_narrows_the_verification_fcs_and_round_trips():
-    from reidkit.models.mtdnet import build_mtdnet
-
-    model = build_mtdnet(trunk="caffenet", input_size=(67, 67), fc_width=64)
+    model = build_model("mtdnet", trunk="caffenet", input_size=(67, 67), fc_width=64)
     assert model.verifier.fc6.out_features == 64 and model.verifier.fc7.weight.shape == (64, 64)
     assert model.verifier.fc8.in_features == 64
-    assert build_mtdnet(**model.config).config == model.config
+    assert build_model(**model.config).config == model.config
     with pytest.raises(ValueError, match="fc_width"):
-        build_mtdnet(fc_width=0)
+        build_model("mtdnet", fc_width=0)
 
 
 # ----------------------------------------------------------------------------- deep rnk, Caffe init

@@ -11,7 +11,7 @@ from reidkit.config import list_recipes, load_config
 from reidkit.data import ImageRecord
 from reidkit.data.synthetic import generate
 from reidkit.models.io import CheckpointError, load_model, save_model
-from reidkit.models.mtdnet import build_mtdnet
+from reidkit.models.mtdnet import MTDNet
 from reidkit.training.base import ResumeError
 from reidkit.training.mtdnet_trainer import MTDNetTrainer, split_validation
 
@@ -127,7 +127,7 @@ def test_variants_train_their_own_tasks(roots, tmp_path, variant, terms):
 
 
 def test_init_checkpoint_copies_weights_and_checks_the_architecture(roots, tmp_path):
-    source = build_mtdnet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
+    source = MTDNet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
                           caffe_input=False)
     save_model(tmp_path / "src.safetensors", source)
     trainer = MTDNetTrainer(tiny(roots / "a", tmp_path / "run",
@@ -140,7 +140,7 @@ def test_init_checkpoint_copies_weights_and_checks_the_architecture(roots, tmp_p
 
 
 def test_cross_domain_trains_the_target_and_saves_it_alone(roots, tmp_path):
-    source = build_mtdnet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
+    source = MTDNet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
                           caffe_input=False)
     src = tmp_path / "src.safetensors"
     save_model(src, source)
@@ -215,7 +215,7 @@ def test_caffe_bias_rule_lr_x2_and_no_decay(roots, tmp_path):
 
 
 def test_cross_domain_with_the_authors_pair_list(roots, tmp_path):
-    source = build_mtdnet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
+    source = MTDNet(trunk="caffenet", input_size=(SIZE, SIZE), rank_dim=16,
                           caffe_input=False)
     src = tmp_path / "src.safetensors"
     save_model(src, source)
