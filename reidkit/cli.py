@@ -708,14 +708,16 @@ def info(
 
     Example: reidkit info run/best.safetensors
     """
-    from reidkit.models.io import read_model_meta
+    from reidkit.models.io import load_model, read_model_meta
 
     config, extra = read_model_meta(model)
+    spec = load_model(model).spec
     about = {
         "file": str(model),
         "model": config.get("name"),
         "config": config,
-        "input_size": extra.get("input_size") or config.get("input_size"),
+        "spec": spec.as_dict(),
+        "input_size": list(spec.input_size) if spec.input_size else None,
         "dataset": extra.get("dataset"),
         "epoch": extra.get("epoch"),
         "step": extra.get("step"),
@@ -727,8 +729,13 @@ def info(
     options = ", ".join(f"{k}={v}" for k, v in config.items() if k != "name")
     size = about["input_size"]
     val = about["validation"]
+    normalised = "ImageNet mean/std" if spec.mean is not None else "not normalised"
     rows = [("model", f"{about['model']} ({options})"),
-            ("input", f"{size[0]}x{size[1]}" if size else "not recorded"),
+            ("input", (f"{size[0]}x{size[1]}" if size else "size not recorded")
+             + f", {spec.interpolation} resize, RGB [0, 1], {normalised}"
+             + (", BGR 0-255 inside (Caffe)" if spec.network_input == "caffe-bgr-255" else "")),
+            ("ranks by", f"{spec.ranks_by}" + (f" ({spec.feature_dim}-d features)"
+                                              if spec.ranks_by == "embedding" else " scores")),
             ("data set", str(about["dataset"] or "not recorded")),
             ("trained", f"epoch {about['epoch']}, step {about['step']}" if about["epoch"] is not None
              else "not recorded"),

@@ -245,11 +245,13 @@ def test_info_describes_a_model_file(model_and_data):
     path = str(model_and_data / "model.safetensors")
     shown = runner.invoke(app, ["info", path], terminal_width=200)
     assert shown.exit_code == 0, shown.output
-    for fragment in ("pyramid", "backbone=resnet18", "64x32", "epoch 7, step 70", "market1501",
+    for fragment in ("pyramid", "backbone=resnet18", "64x32, bilinear resize", "ImageNet mean/std",
+                     "embedding (768-d features)", "epoch 7, step 70", "market1501",
                      "mAP 50.0%", "rank1 62.5%"):
         assert fragment in shown.output, shown.output
     data = __import__("json").loads(runner.invoke(app, ["info", path, "--json", "-"]).stdout)
     assert data["model"] == "pyramid" and data["validation"] == {"mAP": 0.5, "rank1": 0.625}
+    assert data["spec"]["input_size"] == [64, 32] and data["spec"]["part_dim"] == 128
     one_line_error(runner.invoke(app, ["info", str(model_and_data / "data" / "meta.json")]),
                    "is not a reidkit model file")
 
