@@ -78,9 +78,6 @@ def mirror_distances(query: np.ndarray, query_mirror: np.ndarray, gallery: np.nd
     return compute_distance(qm, gm, metric="sqeuclidean") + spread_q[:, None] + spread_g[None, :]
 
 
-RANKING_OPTIONS = {"size", "batch_size", "num_workers", "device", "mirror", "ranks_by"}
-
-
 def evaluate_model(
     model: nn.Module,
     query: ReIDDataset | Sequence[ImageRecord],
@@ -90,44 +87,51 @@ def evaluate_model(
     max_rank: int = 50,
     ap: str = "standard",
     progress: bool = False,
-    **ranking: Any,
+    size: Sequence[int] | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    mirror: bool = False,
+    ranks_by: RanksBy | None = None,
 ) -> RankResult:
     """CMC, mAP and mINP of ``model`` ranking ``gallery`` for each of ``query``.
 
     ``query`` is a data set (its query and gallery images; CUHK03 sets are scored under the
     ``cuhk03`` protocol) or a list of query records with ``gallery`` the gallery records.
     ``protocol`` defaults to ``market1501``; the CMC is cut at the gallery size; ``ap`` is
-    :func:`~reidkit.evaluation.evaluate_rank`'s. ``ranking`` goes to :func:`model_distances`
-    (``size``, ``batch_size``, ``num_workers``, ``device``, ``mirror``, ``ranks_by``).
-    Embeddings are scored in bounded memory, query block by query block
-    (:func:`~reidkit.evaluation.evaluate_features`, ``progress``: a bar on stderr), with the
+    :func:`~reidkit.evaluation.evaluate_rank`'s. The ranking options are
+    :func:`model_distances`'. Embeddings are scored in bounded memory, query block by query block
+    (:func:`~reidkit.evaluation.evaluate_features`; ``progress``: a bar on stderr), with the
     numbers the full distance matrix gives.
     """
-    unknown = sorted(set(ranking) - RANKING_OPTIONS)
-    if unknown:
-        raise TypeError(f"evaluate_model got unknown options {unknown}; ranking options: "
-                        f"{', '.join(sorted(RANKING_OPTIONS))}")
-    if isinstance(query, ReIDDataset):
-        if gallery is not None:
-            raise TypeError("pass a data set alone, or query and gallery records")
-        dataset, query, gallery = query, query.query, query.gallery
-        protocol = protocol or ("cuhk03" if dataset.name.startswith("cuhk03") else "market1501")
-        if not query or not gallery:
-            raise ValueError(f"{dataset.name} split {dataset.split} has no query or gallery images")
-    if gallery is None:
-        raise TypeError("evaluate_model needs gallery records with query records")
-    scoring = {"max_rank": min(max_rank, len(gallery)), "protocol": protocol or "market1501",
-               "ap": ap}
+    query, gallery, protocol = _query_and_gallery(query, gallery, protocol)
+    labels = _labels(query, gallery)
+    scoring = {"max_rank": min(max_rank, len(gallery)), "protocol": protocol, "ap": ap}
     spec = model_spec(model)
-    if (ranking.get("ranks_by") or spec.ranks_by) == "embedding" and not ranking.get("mirror"):
-        device = ranking.get("device", "cpu")
-        loaders = _loaders(spec, query, gallery, ranking.get("size"), ranking.get("batch_size", 32),
-                           ranking.get("num_workers", 0))
+    if (ranks_by or spec.ranks_by) == "embedding" and not mirror:
+        loaders = _loaders(spec, query, gallery, size, batch_size, num_workers)
         qf, gf = (extract_features(model.to(device), loader, device) for loader in loaders)
-        return evaluate_features(qf, gf, *_labels(query, gallery), device=device,
-                                 progress=progress, **scoring)
-    return evaluate_rank(model_distances(model, query, gallery, **ranking),
-                         *_labels(query, gallery), **scoring)
+        return evaluate_features(qf, gf, *labels, device=device, progress=progress, **scoring)
+    distmat = model_distances(model, query, gallery, size=size, batch_size=batch_size,
+                              num_workers=num_workers, device=device, mirror=mirror,
+                              ranks_by=ranks_by)
+    return evaluate_rank(distmat, *labels, **scoring)
+
+
+def _query_and_gallery(query: ReIDDataset | Sequence[ImageRecord],
+                       gallery: Sequence[ImageRecord] | None, protocol: str | None
+                       ) -> tuple[Sequence[ImageRecord], Sequence[ImageRecord], str]:
+    """The query and gallery records, and the protocol (a data set's own by default)."""
+    if not isinstance(query, ReIDDataset):
+        if gallery is None:
+            raise TypeError("evaluate_model needs gallery records with query records")
+        return query, gallery, protocol or "market1501"
+    if gallery is not None:
+        raise TypeError("pass a data set alone, or query and gallery records")
+    if not query.query or not query.gallery:
+        raise ValueError(f"{query.name} split {query.split} has no query or gallery images")
+    own = "cuhk03" if query.name.startswith("cuhk03") else "market1501"
+    return query.query, query.gallery, protocol or own
 
 
 def _labels(query: Sequence[ImageRecord], gallery: Sequence[ImageRecord]) -> list[np.ndarray]:
