@@ -305,7 +305,7 @@ def evaluate(
                 print_rank_result(result)
             return
         elif checkpoint is not None and root is not None:
-            _refuse_pair_model(checkpoint, "--rerank and --metric rank features")
+            _refuse_featureless(checkpoint)
             q, g = _extract_dataset(checkpoint, dataset, root, device, distractors)
         else:
             raise typer.BadParameter("give --distmat FILE, --query/--gallery FILES, or --checkpoint "
@@ -370,11 +370,16 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: str, root: Path, device: str
                           device=device, batch_size=64, num_workers=2, **options)
 
 
-def _refuse_pair_model(checkpoint: Path, what: str) -> None:
-    from reidkit.models.io import load_model
+def _refuse_featureless(checkpoint: Path) -> None:
+    """--rerank and --metric work on features: refuse a model without (MTDnet 'cls') early."""
+    from reidkit.models.io import read_model_spec
+    from reidkit.models.spec import NoEmbeddingError
 
-    if load_model(checkpoint).spec.ranks_by == "pairs":
-        raise typer.BadParameter(f"this model ranks by pair scores: {what}", param_hint="--checkpoint")
+    try:
+        read_model_spec(checkpoint).check_embedding()
+    except NoEmbeddingError as exc:
+        raise typer.BadParameter(f"{exc}; --rerank and --metric need features",
+                                 param_hint="--checkpoint") from None
 
 
 def _dataset_with(dataset: str, root: Path, distractors: Path | None):
@@ -708,10 +713,10 @@ def info(
 
     Example: reidkit info run/best.safetensors
     """
-    from reidkit.models.io import load_model, read_model_meta
+    from reidkit.models.io import read_model_meta, read_model_spec
 
     config, extra = read_model_meta(model)
-    spec = load_model(model).spec
+    spec = read_model_spec(model)
     about = {
         "file": str(model),
         "model": config.get("name"),

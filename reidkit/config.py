@@ -67,6 +67,14 @@ class DataConfig(_Section):
     val_ids: int = Field(0, ge=0)
 
 
+class MTDNetDataConfig(DataConfig):
+    # the Caffe release's input: CaffeNet's 227x227 stretch (bilinear), mirroring, no erasing
+    height: int = Field(227, gt=0)
+    width: int = Field(227, gt=0)
+    erase_p: float = Field(0.0, ge=0, le=1)
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+
+
 class IDTripletDataConfig(DataConfig):
     # loader: PIL decoding + per-image transforms in loader workers; cache: images decoded once
     # to uint8 at the training size (in memory, or a reusable memory map in cache_dir) and
@@ -230,6 +238,7 @@ class IDTripletConfig(Config):
 class MTDNetConfig(Config):
     """MTDnet: cross-camera triplets for ranking + verification, optionally cross-domain."""
 
+    data: MTDNetDataConfig = Field(default_factory=MTDNetDataConfig)
     model: MTDNetModelConfig = Field(default_factory=MTDNetModelConfig)
     optim: MTDNetOptimConfig = Field(default_factory=MTDNetOptimConfig)
     mtdnet: MTDNetSection = Field(default_factory=MTDNetSection)

@@ -4,8 +4,8 @@ Parts (``part=``), each an ONNX graph with a dynamic batch axis and fixed image 
 
 * ``"features"``: the model's eval-mode retrieval feature, ``images (N, 3, H, W) -> features
   (N, D)``: Pyramid's 2,688-d concatenation, the baseline's pooled feature, MTDnet's embedding.
-* ``"rank"`` (MTDnet): the trunk and the ranking head, ``images -> embedding (N, rank_dim)``,
-  L2-normalised; the same graph as ``"features"`` for MTDnet, named after the paper's task.
+* ``"rank"``: the same graph as ``"features"`` with its output named ``embedding``, MTDnet's name
+  for its ranking task (the trunk and the ranking head, L2-normalised, ``(N, rank_dim)``).
 * ``"verify"`` (MTDnet): ``images_a, images_b (N, 3, H, W) -> same_probability (N,)``, the
   probability that ``images_a[i]`` and ``images_b[i]`` show one person, averaged over the
   8 passes of the paper's test protocol (each image as is or mirrored, both input orders) --
@@ -39,7 +39,7 @@ from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.losses.verification import same_probability
 from reidkit.models.io import atomic_write, load_model
-from reidkit.models.spec import InputSizeError, model_spec
+from reidkit.models.spec import InputSizeError, NoEmbeddingError, inference_model, model_spec
 
 Part = Literal["features", "rank", "verify"]
 PARTS = ("features", "rank", "verify")
@@ -117,8 +117,10 @@ def _graph(model: nn.Module, part: str) -> tuple[nn.Module, tuple[str, ...], tup
                                     f"{what} has no verification head; export part "
                                     f"{'rank' if variant else 'features'!r}")
         return _PairScore(model), ("images_a", "images_b"), ("same_probability",)
-    if not spec.feature_dim:
-        raise ExportOptionError(f"{what} has no ranking embedding; export part 'verify'")
+    try:
+        spec.check_embedding()
+    except NoEmbeddingError as exc:
+        raise ExportOptionError(f"{exc}; export part 'verify'") from None
     # 'rank' is MTDnet's name for its embedding, the 'features' graph of every model
     return model, ("images",), ("features",) if part == "features" else ("embedding",)
 
@@ -156,6 +158,7 @@ def check_onnx_parity(
     """
     ort = _require("onnxruntime")
     name = label or str(onnx_path)
+    model = inference_model(model)
     graph, inputs, _ = _graph(model, part)
     size = (int(input_size[0]), int(input_size[1]))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -217,8 +220,7 @@ def export_onnx(
     if check:
         _require("onnxruntime")
     stage = on_stage or (lambda message: None)
-    if not isinstance(model, nn.Module):
-        model = load_model(model)
+    model = inference_model(model if isinstance(model, nn.Module) else load_model(model))
     size = _input_size(model, input_size)
     graph, inputs, outputs = _graph(model, part)
     stage(f"exporting part {part!r} at {size[0]}x{size[1]} with torch.export (about a minute on a CPU)")
@@ -271,8 +273,7 @@ def export_for_tracker(model: str | Path | nn.Module, out_path: str | Path, *,
     reidkit's own description of the contract. Models that take Caffe-style input (MTDnet) rank
     with a different input contract and are refused.
     """
-    if not isinstance(model, nn.Module):
-        model = load_model(model)
+    model = inference_model(model if isinstance(model, nn.Module) else load_model(model))
     spec = model_spec(model)
     if (spec.mean, spec.std) != (IMAGENET_MEAN, IMAGENET_STD) or spec.network_input != "rgb-normalized":
         raise ExportOptionError(

@@ -386,6 +386,12 @@ def test_evaluate_a_pair_model_ranks_by_its_pair_scores(model_and_data, tmp_path
     assert json.loads(result.stdout)["mAP"] == pytest.approx(by_pairs.mAP, abs=1e-6)
     by_embedding = evaluate_model(model, dataset, ranks_by="embedding")
     assert by_pairs.mAP != by_embedding.mAP  # two rankings: the CLI took the model's own
-    refused = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "mtd.safetensors"),
+    # re-ranking works on features: the mtd model's embedding (MTDtrp), none for verification only
+    reranked = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "mtd.safetensors"),
+                                   "--root", data, "--rerank", "--json", "-"])
+    assert reranked.exit_code == 0, reranked.output
+    save_model(tmp_path / "cls.safetensors",
+               MTDNet(trunk="caffenet", input_size=(67, 67), fc_width=64, variant="cls"))
+    refused = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "cls.safetensors"),
                                   "--root", data, "--rerank"])
-    one_line_error(refused, "ranks by pair scores")
+    one_line_error(refused, "has no embedding", "--rerank and --metric need features")

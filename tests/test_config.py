@@ -113,6 +113,9 @@ def test_mtdnet_family_defaults():
     cfg = load_config(None, ["model.name=mtdnet"])
     assert (cfg.model.backbone, cfg.optim.bias_lr_factor, cfg.mtdnet.negatives_per_positive) == (
         "caffenet", 1.0, 10)
+    # the Caffe release's input, not Pyramid's: 227x227 bilinear stretch, no erasing
+    d = cfg.data
+    assert (d.height, d.width, d.interpolation, d.erase_p, d.flip_p) == (227, 227, "bilinear", 0.0, 0.5)
     assert not hasattr(cfg, "dynamic") and not hasattr(cfg, "loss")
 
 

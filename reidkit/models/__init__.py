@@ -12,7 +12,7 @@ from reidkit.models.base import ReIDModel, TrainOutput
 from reidkit.models.baseline import GlobalBaseline
 from reidkit.models.mtdnet import MTDNet
 from reidkit.models.pyramid import Pyramid, stripes
-from reidkit.models.spec import ModelSpec, model_spec
+from reidkit.models.spec import ModelSpec, inference_model, model_spec
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "pyramid": Pyramid,
@@ -38,6 +38,7 @@ __all__ = [
     "ResNetBackbone",
     "TrainOutput",
     "build_model",
+    "inference_model",
     "list_models",
     "model_spec",
 ]
@@ -51,6 +52,7 @@ def build_model(name: str, num_classes: int | None = None, **opts) -> nn.Module:
     """Build model ``name`` for ``num_classes`` training identities with constructor options ``opts``.
 
     ``build_model(**model.config)`` rebuilds a model's architecture (e.g. from a checkpoint).
+    Models without an identity classifier (MTDnet) ignore ``num_classes``, so one call builds any.
     """
     key = name.lower()
     if key not in MODELS:
@@ -65,6 +67,4 @@ def build_model(name: str, num_classes: int | None = None, **opts) -> nn.Module:
         )
     if "num_classes" in params:
         return ctor(num_classes=num_classes, **opts)
-    if num_classes is not None:
-        raise ValueError(f"model {name!r} takes no num_classes")
-    return ctor(**opts)
+    return ctor(**opts)  # no identity classifier (MTDnet): the number of identities is not needed

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reidkit.errors import ReidkitError
-from reidkit.models.spec import model_spec, restore_preprocessing
+from reidkit.models.spec import ModelSpec, model_spec, restore_preprocessing
 from reidkit.models.weights import WeightsMismatchError, load_weights
 
 FORMAT = "reidkit-model/1"
@@ -130,6 +130,16 @@ def read_model_meta(path: str | Path, expect: dict[str, Any] | None = None
     return config, json.loads(meta.get("extra", "{}"))
 
 
+def read_model_spec(path: str | Path) -> ModelSpec:
+    """The :class:`ModelSpec` of the model stored at ``path``, without reading its weights."""
+    from reidkit.models import build_model
+
+    config, extra = read_model_meta(path)
+    model = build_model(**{**config, "pretrained": None})
+    restore_preprocessing(model, extra)
+    return model.spec
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
                expect: dict[str, Any] | None = None) -> nn.Module:
     """Rebuild the model stored at ``path`` and load its weights, and the input size and
@@ -143,7 +153,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     model = build_model(**config)
     try:
         load_weights(model, load_file(str(_existing(path)), device=str(map_location)),
-                     source=str(path), ignore_prefixes=())
+                     source=str(path), ignore_prefixes=(),
+                     hint="the file's weights were saved from another version of this model")
     except WeightsMismatchError as exc:
         raise CheckpointError(str(exc)) from None
     restore_preprocessing(model, extra)

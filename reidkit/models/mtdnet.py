@@ -423,9 +423,9 @@ class CrossDomainMTDNet(nn.Module):
         self.source.eval()
         return self
 
-    @property
-    def spec(self) -> ModelSpec:
-        return self.target.spec
+    def inference_model(self) -> MTDNet:
+        """The network to evaluate, export or serve: the target (see ``model_spec``)."""
+        return self.target
 
     def forward(self, images: Tensor) -> Tensor:
         """The target network's ranking embedding."""

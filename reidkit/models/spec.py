@@ -2,8 +2,10 @@
 
 Every registered model carries a :class:`ModelSpec` as ``model.spec`` (the pattern of timm's
 ``pretrained_cfg``). Evaluation, extraction, serving and export read it through
-:func:`model_spec` and build their test transform with :meth:`ModelSpec.test_transform`; no code
-outside ``reidkit/models/`` asks a model what it is in any other way.
+:func:`model_spec` and build their test transform with :meth:`ModelSpec.test_transform` instead
+of probing the model's attributes (``model.config``, its constructor arguments, is only recorded
+and shown). Model files written before the interpolation was recorded read as bilinear, which is
+how reidkit resized them at test time then.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ RanksBy = Literal["embedding", "pairs"]
 
 class InputSizeError(ReidkitError, ValueError):
     """An input size a model cannot take, or none known where one is needed."""
+
+
+class NoEmbeddingError(ReidkitError, ValueError):
+    """Features asked of a model that has none (MTDnet's verification-only 'cls' variant)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,12 @@ class ModelSpec:
     ranks_by: RanksBy = "embedding"
     scores_pairs: bool = False
     part_dim: int | None = None
+
+    def check_embedding(self) -> None:
+        """Raise :class:`NoEmbeddingError` unless ``forward`` gives features to rank by."""
+        if not self.feature_dim:
+            raise NoEmbeddingError("this model has no embedding (MTDnet's verification-only 'cls' "
+                                   "variant): it ranks by pair scores and gives no features")
 
     def resolve_size(self, size: Sequence[int] | None = None) -> tuple[int, int]:
         """``size`` (height, width) if given and allowed, else the model's own input size."""
@@ -102,9 +114,17 @@ class ModelSpec:
                 for k, v in dataclasses.asdict(self).items()}
 
 
-def model_spec(model: nn.Module) -> ModelSpec:
-    """The spec of ``model``, also through DDP's ``.module`` wrapper."""
+def inference_model(model: nn.Module) -> nn.Module:
+    """The network that runs at test time: ``model`` out of DDP's ``.module`` and out of
+    training-only wrappers (``CrossDomainMTDNet`` gives its target network)."""
     bare = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = getattr(bare, "inference_model", None)
+    return inner() if callable(inner) else bare
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The spec of ``model`` (of its test-time network: see :func:`inference_model`)."""
+    bare = inference_model(model)
     spec = getattr(bare, "spec", None)
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"{type(bare).__name__} is not a reidkit model: it has no ModelSpec "

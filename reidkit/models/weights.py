@@ -96,13 +96,15 @@ def load_weights(
     source: str,
     ignore_prefixes: tuple[str, ...] = ("fc.",),
     assign: bool = False,
+    hint: str = "pass weights of the same architecture (e.g. resnet50 weights for backbone='resnet50')",
 ) -> None:
     """Load ``state_dict`` into ``module`` strictly, naming the mismatched keys if it does not fit.
 
     Keys under ``ignore_prefixes`` (the ImageNet classifier) are dropped first. BatchNorm's
     ``num_batches_tracked`` may be absent, as it is in torchvision's older weight files.
     ``assign`` makes the module take the given tensors (cast to its dtypes) instead of copying
-    them, which is how a module built on the meta device gets real weights.
+    them, which is how a module built on the meta device gets real weights. ``hint`` ends the
+    error message: what to do about it.
     """
     expected = module.state_dict()
     given = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
@@ -126,8 +128,8 @@ def load_weights(
     ]
     if problems:
         raise WeightsMismatchError(
-            f"weights from {source} do not fit {type(module).__name__}: {'; '.join(problems)}. "
-            "Pass weights of the same architecture (e.g. resnet50 weights for backbone='resnet50')"
+            f"weights from {source} do not fit {type(module).__name__}: {'; '.join(problems)}; "
+            f"{hint}"
         )
     if assign:
         given = {k: v.to(expected[k].dtype) for k, v in given.items()}

@@ -20,7 +20,7 @@ from reidkit.evaluation.distance import compute_distance
 from reidkit.evaluation.rank import RankResult, evaluate_rank
 from reidkit.evaluation.stream import evaluate_features
 from reidkit.models.inference import extract_features
-from reidkit.models.spec import ModelSpec, RanksBy, model_spec
+from reidkit.models.spec import ModelSpec, RanksBy, inference_model, model_spec
 from reidkit.retrieval.pair_ranking import pair_distance_matrix
 
 
@@ -44,12 +44,13 @@ def model_distances(
     ranks embeddings as the MTDnet authors' ``ComputeAccuracy/GetAccuracyfromFeatures.py`` do:
     the mean of the four squared distances between original and mirrored images.
     """
+    model = inference_model(model).to(device)
     spec = model_spec(model)
     q_loader, g_loader = _loaders(spec, query, gallery, size, batch_size, num_workers)
-    model = model.to(device)
     if (ranks_by or spec.ranks_by) == "pairs":
         return pair_distance_matrix(model, q_loader, g_loader, batch_size=batch_size,
                                     progress=False)
+    spec.check_embedding()
     if not mirror:
         qf, gf = (extract_features(model, loader, device) for loader in (q_loader, g_loader))
         return compute_distance(qf, gf, metric="euclidean")
@@ -59,7 +60,7 @@ def model_distances(
 
 def _loaders(spec: ModelSpec, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
              size: Sequence[int] | None, batch_size: int, num_workers: int) -> list[Any]:
-    transform = spec.test_transform(size)
+    transform = spec.test_transform(size)  # checks the size before any image is read
     return [build_test_loader(list(r), transform, batch_size=batch_size, num_workers=num_workers)
             for r in (query, gallery)]
 
@@ -107,10 +108,12 @@ def evaluate_model(
     query, gallery, protocol = _query_and_gallery(query, gallery, protocol)
     labels = _labels(query, gallery)
     scoring = {"max_rank": min(max_rank, len(gallery)), "protocol": protocol, "ap": ap}
+    model = inference_model(model).to(device)
     spec = model_spec(model)
     if (ranks_by or spec.ranks_by) == "embedding" and not mirror:
+        spec.check_embedding()
         loaders = _loaders(spec, query, gallery, size, batch_size, num_workers)
-        qf, gf = (extract_features(model.to(device), loader, device) for loader in loaders)
+        qf, gf = (extract_features(model, loader, device) for loader in loaders)
         return evaluate_features(qf, gf, *labels, device=device, progress=progress, **scoring)
     distmat = model_distances(model, query, gallery, size=size, batch_size=batch_size,
                               num_workers=num_workers, device=device, mirror=mirror,

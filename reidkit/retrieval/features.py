@@ -464,7 +464,11 @@ def extract_feature_set(
     spec = model.spec
     if (height is None) != (width is None) and spec.input_size is not None:  # one side given
         height, width = height or spec.input_size[0], width or spec.input_size[1]
-    size = spec.resolve_size(None if height is None or width is None else (height, width))
+    try:
+        spec.check_embedding()
+        size = spec.resolve_size(None if height is None or width is None else (height, width))
+    except ReidkitError as exc:
+        raise FeatureError(f"{model_path}: {exc}") from None
     loader = build_test_loader(records, spec.test_transform(size), batch_size, num_workers)
     with progress_display(Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("extracting features", total=len(loader.dataset))

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from reidkit.losses.verification import same_probability
 from reidkit.models.mtdnet import MTDNet, VerificationHead
-from reidkit.models.spec import model_spec
+from reidkit.models.spec import inference_model, model_spec
 from reidkit.progress import progress as progress_display
 
 Images = Tensor | Iterable
@@ -47,10 +47,10 @@ def pair_score_matrix(
     ``batch_size`` is the number of pairs per verification-head call (each runs 8 passes) and the
     number of images per trunk call. Runs on the model's device, in eval mode.
     """
+    model = inference_model(model)
     if not model_spec(model).scores_pairs:
-        raise ValueError("pair scores need an MTDNet with a verification head (for a "
-                         "CrossDomainMTDNet pass its .target); the 'rnk' variants have none and rank"
-                         " by embedding distances")
+        raise ValueError("pair scores need an MTDNet with a verification head; the 'rnk' "
+                         "variants have none and rank by embedding distances")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device

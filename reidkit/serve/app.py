@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model
+from reidkit.models.spec import InputSizeError, NoEmbeddingError
 from reidkit.retrieval.features import (
     FeatureSet,
     check_known_model,
@@ -144,8 +145,12 @@ class SearchEngine:
             )
         self.model_name = str(self.model.config["name"])
         spec = self.model.spec
-        self.input_size = spec.resolve_size(
-            _resolve_input_size(input_size, spec.input_size, gallery.meta, checkpoint))
+        try:
+            spec.check_embedding()
+            self.input_size = spec.resolve_size(
+                _resolve_input_size(input_size, spec.input_size, gallery.meta, checkpoint))
+        except (NoEmbeddingError, InputSizeError) as exc:
+            raise ServiceError(f"{checkpoint}: {exc}") from None
         self.transform = spec.test_transform(self.input_size)
         self.flip = bool(gallery.meta.get("flip", False))
         self.gallery = gallery

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from reidkit.models import build_model
-from reidkit.models.io import CheckpointError, atomic_write, load_model, read_model_meta, save_model
+from reidkit.models.io import (
+    CheckpointError,
+    atomic_write,
+    load_model,
+    read_model_meta,
+    read_model_spec,
+    save_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +33,7 @@ def test_round_trip_gives_the_same_features(tmp_path, model):
     # the contract comes back with the weights: the training size and resize, 3 x 128-d parts
     assert loaded.spec == trained.spec and loaded.spec.input_size == (64, 32)
     assert (loaded.spec.feature_dim, loaded.spec.part_dim) == (6 * 128, 128)
+    assert read_model_spec(path) == loaded.spec  # the same, without reading the weights
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

@@ -68,3 +68,10 @@ def test_wrappers_share_their_models_spec_and_strangers_have_none():
     assert model_spec(CrossDomainMTDNet(target, target)) is target.spec
     with pytest.raises(TypeError, match="not a reidkit model"):
         model_spec(nn.Linear(2, 2))
+
+
+def test_one_build_call_builds_every_model():
+    """The registry's common call: MTDnet has no identity classifier and ignores num_classes."""
+    model = build_model("mtdnet", num_classes=751, trunk="caffenet", input_size=(67, 67),
+                        fc_width=32)
+    assert isinstance(model, MTDNet) and "num_classes" not in model.config

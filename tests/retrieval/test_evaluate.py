@@ -67,3 +67,28 @@ def test_mirror_distances_are_the_mean_of_the_four_squared_distances() -> None:
     brute = np.array([[np.mean([np.sum((a - b) ** 2) for a in (q[i], qm[i]) for b in (g[j], gm[j])])
                        for j in range(4)] for i in range(3)])
     np.testing.assert_allclose(mirror_distances(q, qm, g, gm), brute, rtol=1e-5)
+
+
+def test_a_cross_domain_wrapper_is_evaluated_as_its_target(market):
+    from reidkit.models.mtdnet import CrossDomainMTDNet
+
+    torch.manual_seed(0)
+    target = MTDNet(trunk="caffenet", input_size=(67, 67), fc_width=32, rank_dim=8).eval()
+    wrapped = CrossDomainMTDNet(target, target)
+    query, gallery = market.query[:3], market.gallery[:6]
+    np.testing.assert_array_equal(model_distances(wrapped, query, gallery),
+                                  model_distances(target, query, gallery))
+
+
+def test_a_model_without_embedding_is_refused_before_any_image_is_read(market, tmp_path):
+    from reidkit.models.io import save_model
+    from reidkit.models.spec import NoEmbeddingError
+    from reidkit.retrieval.features import FeatureError, extract_feature_set
+
+    cls = MTDNet(trunk="caffenet", input_size=(67, 67), fc_width=32, variant="cls").eval()
+    with pytest.raises(NoEmbeddingError, match="no embedding"):
+        evaluate_model(cls, market, ranks_by="embedding")
+    assert evaluate_model(cls, market.query[:2], market.gallery[:4]).num_queries == 2  # pairs
+    save_model(tmp_path / "cls.safetensors", cls)
+    with pytest.raises(FeatureError, match="cls.safetensors: this model has no embedding"):
+        extract_feature_set(tmp_path / "cls.safetensors", market.gallery, progress=False)
