@@ -377,6 +377,20 @@ def metric(result: dict[str, Any], view: str, key: str) -> float:
     return 100 * result["test"][view][key]
 
 
+def verdict(num_seeds: int, lo: float, hi: float, untrained: list[str]) -> str:
+    """A claim's verdict from its paired 95 % interval [lo, hi]: decided only with 3 seeds or more
+    and every arm trained."""
+    if untrained:
+        return f"undecided: {', '.join(untrained)} not trained (pair accuracy < 60 %)"
+    if num_seeds < 3:
+        return f"undecided at this budget ({num_seeds} seed{'s' * (num_seeds > 1)} so far)"
+    if lo > 0:
+        return "**reproduced**"
+    if hi < 0:
+        return "**not reproduced** (the opposite holds)"
+    return "undecided at this budget"
+
+
 def trained(result: dict[str, Any]) -> bool:
     acc = result.get("train_pair_accuracy")
     return acc is None or acc >= 0.6
@@ -407,17 +421,8 @@ def write_report(args: argparse.Namespace) -> None:
                  for b, w in pairs]
         mean, lo, hi = t_interval(diffs)
         untrained = sorted({r["arm"] for pair in pairs for r in pair if not trained(r)})
-        if untrained:
-            verdict = f"undecided: {', '.join(untrained)} not trained (pair accuracy < 60 %)"
-        elif len(seeds) < 3:
-            verdict = f"undecided at this budget ({len(seeds)} seed{'s' * (len(seeds) > 1)} so far)"
-        elif lo > 0:
-            verdict = "**reproduced**"
-        elif hi < 0:
-            verdict = "**not reproduced** (the opposite holds)"
-        else:
-            verdict = "undecided at this budget"
-        lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | {verdict} |")
+        lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | "
+                     f"{verdict(len(seeds), lo, hi, untrained)} |")
     lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
               "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
               "stopped at | converged | train pair acc | train s |",
