@@ -8,6 +8,7 @@ and when they were seen, and their frame is served with the box drawn. ``/docs``
 from local files (the fastapi-offline package), so it works offline.
 """
 
+import dataclasses
 import io
 import ipaddress
 import logging
@@ -29,6 +30,7 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reidkit.data.dataset import Sighting
 from reidkit.errors import ReidkitError
 from reidkit.models.inference import extract_features
 from reidkit.models.io import load_model
@@ -80,18 +82,6 @@ class Health(BaseModel):
     time_range: tuple[float, float] | None  # earliest and latest sighting, seconds
 
 
-class SightingInfo(BaseModel):
-    """Where and when a crop from video was seen."""
-
-    video: str  # the video's file name
-    camera: str
-    frame: int
-    time: float
-    box: tuple[int, int, int, int]
-    score: float
-    tracklet: int
-
-
 class SearchResult(BaseModel):
     id: int
     path: str
@@ -100,7 +90,7 @@ class SearchResult(BaseModel):
     camid: int
     camera: str  # the data set's own camera name (camid is reidkit's 0-based index)
     identity: str | None  # the data set's own person name; None when unknown
-    sighting: SightingInfo | None = None
+    sighting: Sighting | None = None  # video: the file name only
 
 
 class QueryItem(BaseModel):
@@ -109,7 +99,7 @@ class QueryItem(BaseModel):
     camid: int
     camera: str
     identity: str | None
-    sighting: SightingInfo | None = None
+    sighting: Sighting | None = None  # video: the file name only
 
 
 class SearchResponse(BaseModel):
@@ -185,9 +175,7 @@ class SearchEngine:
 def _describe(fs: FeatureSet, i: int) -> dict[str, Any]:
     """pid, camid, names and sighting of image ``i``, as the response models hold them."""
     s = fs.sightings[i] if fs.sightings is not None else None
-    sighting = None if s is None else SightingInfo(
-        video=Path(s.video).name, camera=s.camera, frame=s.frame, time=s.time, box=s.box,
-        score=s.score, tracklet=s.tracklet)
+    sighting = None if s is None else dataclasses.replace(s, video=Path(s.video).name)
     return {"pid": int(fs.pids[i]), "camid": int(fs.camids[i]), "camera": fs.camera_label(i),
             "identity": fs.identity_label(i), "sighting": sighting}
 

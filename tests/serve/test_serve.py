@@ -383,3 +383,20 @@ def test_favicon_and_offline_docs(client: TestClient) -> None:
         assert asset in docs.text
         response = client.get(asset)
         assert response.status_code == 200 and len(response.content) > 10_000
+
+
+def test_a_sighting_is_answered_with_the_videos_file_name():
+    import json
+
+    from reidkit.data.dataset import Sighting
+    from reidkit.retrieval.features import FeatureSet
+    from reidkit.serve.app import SearchResult, _describe
+
+    seen = Sighting(video="/data/footage/cam1.avi", camera="cam1", frame=12, time=1.2,
+                    box=(3, 4, 40, 90), score=0.875, tracklet=5)
+    fs = FeatureSet(np.zeros((1, 4), np.float32), ["crop.jpg"], np.array([-1]), np.array([0]), {},
+                    sightings=[seen])
+    answer = SearchResult(id=0, path="crop.jpg", distance=0.5, **_describe(fs, 0))
+    assert json.loads(answer.model_dump_json())["sighting"] == {
+        "video": "cam1.avi", "camera": "cam1", "frame": 12, "time": 1.2, "box": [3, 4, 40, 90],
+        "score": 0.875, "tracklet": 5}
