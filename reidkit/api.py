@@ -27,7 +27,7 @@ from reidkit.evaluation.rank import RankResult
 from reidkit.models.io import load_model
 from reidkit.retrieval.evaluate import evaluate_model
 from reidkit.retrieval.features import FeatureSet, extract_feature_set, load_features
-from reidkit.retrieval.search import GalleryIndex
+from reidkit.retrieval.search import GalleryIndex, load_index_for
 
 Images = str | Path | Sequence[str | Path] | Sequence[ImageRecord]
 
@@ -59,11 +59,18 @@ class Hit:
 
 def search(gallery: FeatureSet | str | Path, queries: FeatureSet | np.ndarray,
            k: int = 5) -> list[list[Hit]]:
-    """The ``k`` nearest gallery images of each query, nearest first (exact, or through the
-    gallery's faiss index above 100,000 images, as ``reidkit search``)."""
-    fs = load_features(gallery) if isinstance(gallery, (str, Path)) else gallery
+    """The ``k`` nearest gallery images of each query, nearest first. A gallery feature file
+    with a faiss index beside it (``reidkit index``) of 100,000 images or more is searched
+    through it, as ``reidkit search`` does; anything else exactly."""
+    approximate = None
+    if isinstance(gallery, (str, Path)):
+        fs = load_features(gallery)
+        approximate = load_index_for(gallery, len(fs), fs.dim, fs.meta.get("metric", "euclidean"))
+    else:
+        fs = gallery
     features = queries.features if isinstance(queries, FeatureSet) else np.atleast_2d(queries)
-    distances, indices = GalleryIndex.from_feature_set(fs).search(features, min(k, len(fs)))
+    index = GalleryIndex.from_feature_set(fs, approximate=approximate)
+    distances, indices = index.search(features, min(k, len(fs)))
     return [[Hit(rank + 1, float(d), str(fs.paths[i]), int(i), int(fs.pids[i]), int(fs.camids[i]))
              for rank, (d, i) in enumerate(zip(row_d, row_i, strict=True))]
             for row_d, row_i in zip(np.asarray(distances), np.asarray(indices), strict=True)]
