@@ -59,9 +59,9 @@ class Hit:
 
 def search(gallery: FeatureSet | str | Path, queries: FeatureSet | np.ndarray,
            k: int = 5) -> list[list[Hit]]:
-    """The ``k`` nearest gallery images of each query, nearest first. A gallery feature file
-    with a faiss index beside it (``reidkit index``) of 100,000 images or more is searched
-    through it, as ``reidkit search`` does; anything else exactly."""
+    """The ``k`` nearest gallery images of each query, nearest first. As with ``reidkit search``,
+    a gallery feature file's faiss index (``reidkit index``), if there is one, is checked against
+    the file and used for galleries of 100,000 images or more; smaller ones are searched exactly."""
     approximate = None
     if isinstance(gallery, (str, Path)):
         fs = load_features(gallery)

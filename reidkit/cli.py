@@ -371,15 +371,20 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: str, root: Path, device: str
 
 
 def _refuse_featureless(checkpoint: Path) -> None:
-    """--rerank and --metric work on features: refuse a model without (MTDnet 'cls') early."""
+    """--rerank and --metric work on features: refuse a model without (MTDnet 'cls') early, and
+    say so when a pair model is ranked by its embedding instead of its pair scores."""
     from reidkit.models.io import read_model_spec
     from reidkit.models.spec import NoEmbeddingError
 
+    spec = read_model_spec(checkpoint)
     try:
-        read_model_spec(checkpoint).check_embedding()
+        spec.check_embedding()
     except NoEmbeddingError as exc:
         raise typer.BadParameter(f"{exc}; --rerank and --metric need features",
                                  param_hint="--checkpoint") from None
+    if spec.ranks_by == "pairs":
+        err.print("note: --rerank and --metric rank this pair-scoring model by its embedding "
+                  "(MTDtrp); without them it is ranked by its pair scores")
 
 
 def _dataset_with(dataset: str, root: Path, distractors: Path | None):

@@ -390,6 +390,7 @@ def test_evaluate_a_pair_model_ranks_by_its_pair_scores(model_and_data, tmp_path
     reranked = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "mtd.safetensors"),
                                    "--root", data, "--rerank", "--json", "-"])
     assert reranked.exit_code == 0, reranked.output
+    assert "ranked by its pair scores" in reranked.stderr  # the user is told which ranking
     save_model(tmp_path / "cls.safetensors",
                MTDNet(trunk="caffenet", input_size=(67, 67), fc_width=64, variant="cls"))
     refused = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "cls.safetensors"),

@@ -45,7 +45,7 @@ class ModelSpec:
     ``fixed_size`` models take no other (MTDnet's fully connected layers). ``ranks_by`` is
     ``"embedding"`` (Euclidean distances of ``forward``'s features) or ``"pairs"`` (MTDnet's
     verification scores of every query-gallery pair); ``scores_pairs`` models have the
-    verification head that scores pairs (every MTDnet variant but ``rnk``). ``part_dim`` is the
+    verification head that scores pairs (every MTDnet variant but the ``rnk`` ones). ``part_dim`` is the
     width of each part feature in the concatenated ``feature_dim`` one (None: a single feature).
     """
 

@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reidkit.data.dataset import Sighting
@@ -82,6 +82,9 @@ class Health(BaseModel):
     time_range: tuple[float, float] | None  # earliest and latest sighting, seconds
 
 
+SIGHTING = "where and when the crop was seen in a video; video is the file's name (no folders)"
+
+
 class SearchResult(BaseModel):
     id: int
     path: str
@@ -90,7 +93,7 @@ class SearchResult(BaseModel):
     camid: int
     camera: str  # the data set's own camera name (camid is reidkit's 0-based index)
     identity: str | None  # the data set's own person name; None when unknown
-    sighting: Sighting | None = None  # video: the file name only
+    sighting: Sighting | None = Field(None, description=SIGHTING)
 
 
 class QueryItem(BaseModel):
@@ -99,7 +102,7 @@ class QueryItem(BaseModel):
     camid: int
     camera: str
     identity: str | None
-    sighting: Sighting | None = None  # video: the file name only
+    sighting: Sighting | None = Field(None, description=SIGHTING)
 
 
 class SearchResponse(BaseModel):
