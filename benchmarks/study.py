@@ -423,6 +423,11 @@ def write_report(args: argparse.Namespace) -> None:
         untrained = sorted({r["arm"] for pair in pairs for r in pair if not trained(r)})
         lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | "
                      f"{verdict(len(seeds), lo, hi, untrained)} |")
+    capped = sum(r["stopped_step"] >= r["extra"].get("budget", 1e12) for r in runs.values())
+    lines += ["", f"Scope: a verdict holds for this scale only (the protocol above: small "
+              f"networks from scratch on synthetic data, learning rates not swept). {capped} of "
+              f"{len(runs)} runs reached their step cap before early stopping, so longer training "
+              "can change any verdict; the papers' own settings need `--scale gpu`."]
     lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
               "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
               "stopped at | converged | train pair acc | train s |",
