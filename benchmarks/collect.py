@@ -3,6 +3,7 @@
 Run the benchmarks first (each writes results/<name>.md), then: python benchmarks/collect.py
 """
 
+import re
 from pathlib import Path
 
 ORDER = ["study", "evaluation", "evaluate_features", "synthetic", "training", "input_path_cpu",
@@ -17,9 +18,18 @@ and noisy; every section names the command that produced it and the machine load
 """
 
 
+# a section's relative link points into results/; BENCHMARKS.md sits two folders up
+RELATIVE_LINK = re.compile(r"\]\((?![a-z]+:|/|#)([^)]+)\)")
+
+
+def rebase_links(section: str) -> str:
+    return RELATIVE_LINK.sub(r"](benchmarks/results/\1)", section)
+
+
 def main() -> None:
     here = Path(__file__).parent
-    sections = {p.stem: p.read_text().strip() for p in sorted((here / "results").glob("*.md"))}
+    sections = {p.stem: rebase_links(p.read_text().strip())
+                for p in sorted((here / "results").glob("*.md"))}
     ordered = [n for n in ORDER if n in sections] + sorted(set(sections) - set(ORDER))
     text = HEADER + "".join(f"\n{sections[name]}\n" for name in ordered)
     (here.parent / "BENCHMARKS.md").write_text(text)
