@@ -12,7 +12,8 @@ learning rate of every arm is chosen on validation by a small sweep (factors ``L
 its base rate) with the first seed; the other seeds reuse the chosen rate. The report,
 ``benchmarks/results/study.md`` (+ ``study_curves.png``), gives per claim the paired per-seed
 difference of test mAP with its 95 % t-interval and a verdict: "reproduced" (interval above 0),
-"not reproduced" (interval below 0), otherwise "undecided at this budget". An MTDnet arm whose
+"not reproduced" (interval below 0), otherwise "undecided at this budget"; a claim stays undecided
+while one of its runs stopped at the step cap instead of by early stopping. An MTDnet arm whose
 training pair accuracy is still near chance (< 60 %) is reported as not trained.
 
 Protocol, fixed before running: synthetic data of reidkit.data.synthetic with misaligned boxes
@@ -32,8 +33,10 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,7 @@ quiet = Console(stderr=True, quiet=True)
 class Scale:
     """Model sizes and budgets of one study scale."""
 
+    recipes: dict[str, str]  # the recipe each family's runs start from
     pyramid: tuple[str, ...]
     mtdnet: tuple[str, ...]
     pyramid_lr: tuple[float, float]  # backbone, new layers
@@ -77,6 +81,7 @@ SCALES = {
     # CaffeNet MTDnet at 128x72 with 512-wide fc6/fc7, 16 triplets a step. Adam for both: SGD
     # from scratch does not move within a CPU budget.
     "cpu": Scale(
+        recipes={"pyramid": "demo_cpu", "mtdnet": "mtdnet_synth_cpu"},
         pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
                  "sampler.batch_size=32", "sampler.num_ids=8", "sampler.num_instances=4",
                  "optim.name=adam", "optim.weight_decay=5e-4"),
@@ -88,6 +93,7 @@ SCALES = {
         patience=2),
     # a few steps of everything: checks the runner end to end
     "smoke": Scale(
+        recipes={"pyramid": "demo_cpu", "mtdnet": "mtdnet_synth_cpu"},
         pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
                  "sampler.batch_size=16", "sampler.num_ids=4", "sampler.num_instances=4",
                  "optim.name=adam"),
@@ -95,12 +101,13 @@ SCALES = {
                 "model.options.rank_dim=32", "mtdnet.triplets_per_batch=8", "optim.name=adam"),
         pyramid_lr=(3e-4, 1e-3), mtdnet_lr=1e-4,
         eval_every={"pyramid": 2, "mtdnet": 2}, max_steps={"pyramid": 4, "mtdnet": 4}, patience=1),
-    # the papers' sizes: ResNet-50 at 384x128 (8 x 8 batches, SGD as released); CaffeNet 227x227
+    # the released recipes at the papers' sizes, from scratch (no ImageNet weights on these
+    # machines): ResNet-50 at 384x128, 8 ids x 8 images, SGD; CaffeNet at 227x227 with Caffe
+    # initialisation, biases at lr x2, 128 triplets a batch
     "gpu": Scale(
-        pyramid=("model.backbone=resnet50", "data.height=384", "data.width=128",
-                 "optim.name=sgd", "data.num_workers=8"),
-        mtdnet=("data.height=227", "data.width=227", "mtdnet.triplets_per_batch=128",
-                "mtdnet.negatives_per_positive=10", "optim.name=sgd", "data.num_workers=8"),
+        recipes={"pyramid": "_pyramid", "mtdnet": "_mtdnet"},
+        pyramid=("model.backbone=resnet50", "data.num_workers=8"),
+        mtdnet=("data.num_workers=8",),
         pyramid_lr=(0.01, 0.1), mtdnet_lr=1e-3,
         eval_every={"pyramid": 200, "mtdnet": 500}, max_steps={"pyramid": 6000, "mtdnet": 20000}),
 }
@@ -193,7 +200,7 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
               "data.num_workers=0", "train.epochs=1", "data.dataset=market1501"]
     if arm.family == "pyramid":
         lr, new_lr = (v * lr_factor for v in scale.pyramid_lr)
-        return load_config("demo_cpu", [
+        return load_config(scale.recipes["pyramid"], [
             *common, *scale.pyramid, f"optim.lr={lr}", f"optim.new_lr={new_lr}",
             "optim.warmup_epochs=0", "optim.milestones=[]", "data.flip_p=0.5", "data.erase_p=0.2",
             "data.erase_max_area=0.4", "data.pad=0", "data.interpolation=bicubic",
@@ -205,7 +212,7 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
     if arm.cross_domain:  # the authors' pairing (Nets/MTDnet-cross)
         extra += ["mtdnet.cross_domain=true", "mtdnet.source_dataset=market1501",
                   f"mtdnet.source_root={roots['a']}", "mtdnet.contrastive_pairing=pairs"]
-    return load_config("mtdnet_synth_cpu", [*common, *scale.mtdnet, *extra, *arm.overrides])
+    return load_config(scale.recipes["mtdnet"], [*common, *scale.mtdnet, *extra, *arm.overrides])
 
 
 def model_file(work: Path, arm: str, seed: int) -> Path:
@@ -258,7 +265,23 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
         save_model(model_file(work, arm.name, seed), trainer.saved_model, {"step": best[1]})
     return RunResult(arm.name, seed, lr_factor, best[1], trainer.step, round(best[0], 5), curve,
                      test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
-                     round(seconds, 1), {"budget": budget, "eval_every": every})
+                     round(seconds, 1), {"budget": budget, "eval_every": every,
+                                         "scale": scale_name(scale), "commit": code_version(),
+                                         "threads": torch.get_num_threads()})
+
+
+def scale_name(scale: Scale) -> str:
+    return next(name for name, s in SCALES.items() if s is scale)
+
+
+def code_version() -> str | None:
+    """The commit the run's code came from (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out or None
 
 
 def test_metrics(arm: Arm, trainer: Any, roots: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -377,18 +400,28 @@ def metric(result: dict[str, Any], view: str, key: str) -> float:
     return 100 * result["test"][view][key]
 
 
-def verdict(num_seeds: int, lo: float, hi: float, untrained: list[str]) -> str:
-    """A claim's verdict from its paired 95 % interval [lo, hi]: decided only with 3 seeds or more
-    and every arm trained."""
+def verdict(num_seeds: int, lo: float, hi: float, untrained: list[str],
+            capped: tuple[int, int] = (0, 0)) -> str:
+    """A claim's verdict from its paired 95 % interval [lo, hi]: decided only with 3 seeds or more,
+    every arm trained, and every run stopped by early stopping; ``capped`` is (runs that reached
+    the step cap, runs)."""
     if untrained:
         return f"undecided: {', '.join(untrained)} not trained (pair accuracy < 60 %)"
     if num_seeds < 3:
         return f"undecided at this budget ({num_seeds} seed{'s' * (num_seeds > 1)} so far)"
-    if lo > 0:
+    lean = "the claim holds" if lo > 0 else "the opposite holds" if hi < 0 else None
+    if capped[0]:  # still improving when stopped: longer training may change the order
+        at_cap = f"; at the cap {lean}" if lean else ""
+        return f"undecided at this budget: {capped[0]} of {capped[1]} runs stopped at the step cap{at_cap}"
+    if lean == "the claim holds":
         return "**reproduced**"
-    if hi < 0:
+    if lean:
         return "**not reproduced** (the opposite holds)"
     return "undecided at this budget"
+
+
+def at_cap(result: dict[str, Any]) -> bool:
+    return result["stopped_step"] >= result["extra"].get("budget", math.inf)
 
 
 def trained(result: dict[str, Any]) -> bool:
@@ -399,14 +432,15 @@ def trained(result: dict[str, Any]) -> bool:
 def write_report(args: argparse.Namespace) -> None:
     runs = {(r["arm"], r["seed"]): r for p in sorted(RUNS.glob("*.json")) if "__lr" not in p.name
             for r in [json.loads(p.read_text())]}
+    swept = any(RUNS.glob("*__lr*"))
     lines = ["## Study: do the papers' claims hold? (synthetic pedestrians)", "",
-             f"Command: `nice -n 15 .venv/bin/python benchmarks/study.py --scale {args.scale} "
-             f"--seeds {' '.join(map(str, args.seeds))}"
-             f"{'' if any(RUNS.glob('*__lr*')) else ' --no-sweep'}` (resumable: finished runs are "
-             "skipped; `--report` rewrites this page from `benchmarks/results/study/`).  ",
-             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch "
-             f"{torch.__version__}; runs niced in the background while other work shared the 2 cores.",
-             "", PROTOCOL.format(**_scale_facts(SCALES[args.scale], any(RUNS.glob("*__lr*")))), "",
+             f"Commands: {'; then '.join(f'`{c}`' for c in study_commands(runs, args.scale, swept))} "
+             "(resumable: finished runs are skipped; `--report` rewrites this page from "
+             "`benchmarks/results/study/`).  ",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+             f"{', '.join(sorted(_threads(runs)))} torch thread(s) per run, torch {torch.__version__}; "
+             "runs niced in the background while other work shared the cores.",
+             "", PROTOCOL.format(**_scale_facts(SCALES[args.scale], swept)), "",
              "### Verdicts (paired per-seed difference of test mAP, 95 % t-interval)", "",
              "| claim | seeds | mean diff (pp) | 95 % CI | verdict |", "|---|---|---|---|---|"]
     for claim, better, worse, key in CLAIMS:
@@ -421,16 +455,18 @@ def write_report(args: argparse.Namespace) -> None:
                  for b, w in pairs]
         mean, lo, hi = t_interval(diffs)
         untrained = sorted({r["arm"] for pair in pairs for r in pair if not trained(r)})
+        used = {(r["arm"], r["seed"]): r for pair in pairs for r in pair}.values()
+        capped = (sum(map(at_cap, used)), len(used))
         lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | "
-                     f"{verdict(len(seeds), lo, hi, untrained)} |")
-    capped = sum(r["stopped_step"] >= r["extra"].get("budget", 1e12) for r in runs.values())
-    lines += ["", f"Scope: a verdict holds for this scale only (the protocol above: small "
-              f"networks from scratch on synthetic data, learning rates not swept). {capped} of "
-              f"{len(runs)} runs reached their step cap before early stopping, so longer training "
-              "can change any verdict; the papers' own settings need `--scale gpu`."]
+                     f"{verdict(len(seeds), lo, hi, untrained, capped)} |")
+    lines += ["", f"Scope: a verdict holds for this scale only (the protocol above: networks from "
+              f"scratch on synthetic data{', learning rates not swept' * (not swept)}). "
+              f"{sum(map(at_cap, runs.values()))} of {len(runs)} runs reached their step cap "
+              "before early stopping, and a claim with such a run stays undecided: longer training "
+              "can change the order."]
     lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
               "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
-              "stopped at | converged | train pair acc | train s |",
+              "stopped at | stopped early | train pair acc | train s |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     views = [(a.name, "default", a.label) for a in ARMS]
     views.insert(8, ("mtd", "embedding", "MTDtrp: the MTDnet model ranked by its embedding"))
@@ -438,13 +474,15 @@ def write_report(args: argparse.Namespace) -> None:
         rs = [r for (a, _), r in sorted(runs.items()) if a == name and view in r["test"]]
         if not rs:
             continue
+        good = [r for r in rs if trained(r)]  # an untrained run's test numbers are no result
         lines.append("| " + " | ".join([
-            label, str(len(rs)), f"{rs[0]['lr_factor']:g}",
-            _mean_sd([metric(r, view, "mAP") for r in rs]),
-            _mean_sd([metric(r, view, "rank1") for r in rs]),
+            label, f"{len(rs)}{f' ({len(rs) - len(good)} not trained)' * (len(good) < len(rs))}",
+            f"{rs[0]['lr_factor']:g}",
+            *([_mean_sd([metric(r, view, k) for r in good]) for k in ("mAP", "rank1")] if good
+              else ["not trained", "not trained"]),
             _mean_sd([100 * r["best_val"] for r in rs]),
             _mean_sd([r["best_step"] for r in rs], 0), _mean_sd([r["stopped_step"] for r in rs], 0),
-            f"{sum(r['stopped_step'] < r['extra'].get('budget', 1e12) for r in rs)}/{len(rs)}",
+            f"{sum(not at_cap(r) for r in rs)}/{len(rs)}",
             "-" if rs[0]["train_pair_accuracy"] is None
             else _mean_sd([100 * r["train_pair_accuracy"] for r in rs]),
             _mean_sd([r["seconds"] for r in rs], 0)]) + " |")
@@ -467,7 +505,34 @@ PROTOCOL = (
     "{patience} evaluations without a better validation mAP (at most {ps} / {ms} steps); the "
     "test uses the best-validation weights. {lr_rule} Verdict rule: reproduced when the 95 % interval "
     "of the paired difference lies above 0, not reproduced when below, otherwise undecided; "
-    "fewer than 3 seeds is undecided.")
+    "fewer than 3 seeds is undecided, and so is a claim with a run that stopped at its step cap "
+    "while still improving (a rule added after the first runs, when most of them hit the cap).")
+
+
+def study_commands(runs: dict[tuple[str, int], dict[str, Any]], scale: str, swept: bool) -> list[str]:
+    """The runner invocations that give these runs: the seeds most arms have, over every arm,
+    then each further set of seeds with the arms that have it."""
+    seeds_of: dict[str, frozenset[int]] = defaultdict(frozenset)
+    for arm, seed in runs:
+        seeds_of[arm] |= {seed}
+    base = max(set(seeds_of.values()), key=lambda s: (list(seeds_of.values()).count(s), -len(s)),
+               default=frozenset())
+    extra: dict[frozenset[int], list[str]] = defaultdict(list)
+    for arm in ARMS:
+        if seeds_of[arm.name] - base:
+            extra[frozenset(seeds_of[arm.name] - base)].append(arm.name)
+    command = f"nice -n 15 .venv/bin/python benchmarks/study.py --scale {scale}"
+    command += "" if swept else " --no-sweep"
+    return [f"{command} --seeds {_seed_list(base)}"] + [
+        f"{command} --seeds {_seed_list(s)} --arms {' '.join(arms)}" for s, arms in extra.items()]
+
+
+def _seed_list(seeds: frozenset[int]) -> str:
+    return " ".join(map(str, sorted(seeds)))
+
+
+def _threads(runs: dict[tuple[str, int], dict[str, Any]]) -> set[str]:
+    return {str(r["extra"].get("threads", 1)) for r in runs.values()}
 
 
 def _scale_facts(s: Scale, swept: bool) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""The study's statistics (benchmarks/study.py): paired t-intervals and the verdict rule."""
+"""The study runner (benchmarks/study.py): paired t-intervals, the verdict rule, the report, configs."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -36,3 +38,67 @@ def test_verdicts_need_three_seeds_trained_arms_and_an_interval_off_zero():
 def test_an_mtdnet_arm_at_chance_counts_as_not_trained():
     assert not study.trained({"train_pair_accuracy": 0.5})
     assert study.trained({"train_pair_accuracy": 0.85}) and study.trained({"train_pair_accuracy": None})
+
+
+def test_a_claim_with_a_run_at_its_step_cap_stays_undecided():
+    # the interval alone would say "not reproduced"; a run still improving at its cap keeps it open
+    assert study.verdict(3, -4.0, -1.0, [], (6, 6)) == (
+        "undecided at this budget: 6 of 6 runs stopped at the step cap; at the cap the opposite holds")
+    assert study.verdict(3, 1.0, 4.0, [], (1, 6)).endswith("; at the cap the claim holds")
+    assert study.verdict(3, -1.0, 4.0, [], (2, 6)) == (
+        "undecided at this budget: 2 of 6 runs stopped at the step cap")
+    assert study.verdict(3, 1.0, 4.0, [], (0, 6)) == "**reproduced**"
+    assert study.at_cap({"stopped_step": 400, "extra": {"budget": 400}})
+    assert not study.at_cap({"stopped_step": 350, "extra": {"budget": 400}})
+
+
+def fake_run(arm, seed, m_ap=0.5, pair_acc=None, stopped=400):
+    return {"arm": arm, "seed": seed, "lr_factor": 1.0, "best_step": 300, "stopped_step": stopped,
+            "best_val": 0.6, "curve": [{"step": 300, "mAP": 0.6}],
+            "test": {"default": {"mAP": m_ap, "rank1": m_ap}}, "train_pair_accuracy": pair_acc,
+            "seconds": 10.0, "extra": {"budget": 400, "eval_every": 50, "threads": 1}}
+
+
+def test_commands_name_the_seeds_each_arm_was_run_with():
+    runs = {(a.name, s): {} for a in study.ARMS for s in (0, 1, 2)}
+    runs |= {(a, s): {} for a in ("stripes", "pyramid") for s in (3, 4)}
+    head = "nice -n 15 .venv/bin/python benchmarks/study.py --scale cpu --no-sweep"
+    assert study.study_commands(runs, "cpu", swept=False) == [
+        f"{head} --seeds 0 1 2", f"{head} --seeds 3 4 --arms pyramid stripes"]
+
+
+def test_report_from_result_files(tmp_path, monkeypatch):
+    runs = tmp_path / "study"
+    runs.mkdir()
+    for seed in range(3):
+        for arm, m_ap, acc, stopped in [("pyramid", 0.6 + seed / 100, None, 250),
+                                        ("global", 0.5, None, 300),
+                                        ("target-only", 0.05, 0.5, 300)]:
+            (runs / f"{arm}__s{seed}.json").write_text(
+                json.dumps(fake_run(arm, seed, m_ap, acc, stopped)))
+    monkeypatch.setattr(study, "RESULTS", tmp_path)
+    monkeypatch.setattr(study, "RUNS", runs)
+    study.write_report(argparse.Namespace(scale="cpu", seeds=[0, 1, 2]))
+    report = (tmp_path / "study.md").read_text()
+    # pyramid - global = +10, +11, +12 pp: mean +11, t-interval 11 -/+ 4.3027 / sqrt(3) * 1
+    assert "| Pyramid beats the global baseline | 3 | +11.0 | [+8.5, +13.5] | **reproduced** |" in report
+    assert "| Pyramid beats PCB-style stripes | 0 | | | not run yet |" in report
+    assert "| target b from scratch | 3 (3 not trained) | 1 | not trained | not trained |" in report
+    assert "0 of 9 runs reached their step cap" in report
+    assert (tmp_path / "study_curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("scale", sorted(study.SCALES))
+def test_every_arm_has_a_valid_config_at_every_scale(scale, tmp_path):
+    roots = {"a": tmp_path / "a", "b": tmp_path / "b"}
+    configs = {arm.name: study.config_for(arm, 0, 1.0, study.SCALES[scale], roots, tmp_path)
+               for arm in study.ARMS}
+    assert configs["global"].model.name == "baseline" and configs["stripes"].model.name == "stripes"
+    assert configs["pyramid-paper"].dynamic.sampler == "switch"
+    assert configs["cross"].mtdnet.cross_domain and configs["finetune"].mtdnet.init_checkpoint
+    if scale == "gpu":  # the released recipes at the papers' sizes
+        pyramid, mtd = configs["pyramid"], configs["mtd"]
+        assert (pyramid.data.height, pyramid.data.width, pyramid.model.backbone) == (384, 128, "resnet50")
+        assert (pyramid.sampler.num_ids, pyramid.sampler.num_instances) == (8, 8)
+        assert (mtd.data.height, mtd.data.width, mtd.mtdnet.triplets_per_batch) == (227, 227, 128)
+        assert mtd.model.options["init"] == "caffe" and mtd.optim.bias_lr_factor == 2.0

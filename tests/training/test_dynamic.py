@@ -19,7 +19,7 @@ PAPER = {"combine": "focal", "sampler": "switch"}  # the paper's rule (the defau
 # The hand-computed sequence used below (alpha 0.25, lambda 2, delta 0.16):
 #
 # step 0: L_id 4.0, L_tp 1.0  -> k_id = 4.0, k_tp = 1.0 (first losses: k_{-1} = L_0, so k_0 = L_0)
-#         FL undefined        -> "id", random
+#         FL undefined        -> "id", balanced (warm-up: the triplet task needs values)
 # step 1: L_id 3.0, L_tp 0.9
 #         k_id = 0.25*3.0 + 0.75*4.0 = 3.75    p_id = 3.75/4 = 15/16 = 0.9375
 #         FL_id = (1/16)^2 * ln(16/15) = 0.00390625 * 0.0645385 = 2.52104e-4
@@ -162,6 +162,8 @@ def test_threshold_on_the_hand_computed_ratio(delta, objective):
     # Step 1 ratio FL_tp / FL_id = 0.0627664.
     decision = feed(DynamicLossScheduler(delta=delta), SEQUENCE[:2])[-1]
     assert decision.objective == objective
+    # the released mode keeps every step, ID-only ones too, on the identity-balanced batch
+    assert decision.sampler == "balanced"
 
 
 @pytest.mark.parametrize(("delta", "objective"), [(1.0, "joint"), (math.nextafter(1.0, 2.0), "id")])
