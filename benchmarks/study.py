@@ -6,11 +6,12 @@ Run:  nice -n 15 .venv/bin/python benchmarks/study.py [--scale cpu|gpu] [--seeds
 Every run is one arm (a model and a training scheme) with one seed. It trains until its validation
 score (mAP on training identities held out from training, never the test set) has not improved
 for ``patience`` evaluations or the step budget ends, and is tested with its best-validation
-weights. Each finished run writes ``benchmarks/results/study/<arm>__s<seed>.json``; a rerun skips
-finished runs, so the study can span sessions and machines (``--scale gpu`` on a lent GPU). The
+weights. Each finished run writes ``benchmarks/results/study/<scale>/<arm>__s<seed>.json``; a
+rerun skips finished runs, so the study can span sessions and machines (``--scale gpu`` on a lent
+GPU), and each scale keeps its own runs and report. The
 learning rate of every arm is chosen on validation by a small sweep (factors ``LR_FACTORS`` of
 its base rate) with the first seed; the other seeds reuse the chosen rate. The report,
-``benchmarks/results/study.md`` (+ ``study_curves.png``), gives per claim the paired per-seed
+``benchmarks/results/study_<scale>.md`` (+ ``study_<scale>_curves.png``), gives per claim the paired per-seed
 difference of test mAP with its 95 % t-interval and a verdict: "reproduced" (interval above 0),
 "not reproduced" (interval below 0), otherwise "undecided at this budget"; a claim stays undecided
 while one of its runs stopped at the step cap instead of by early stopping. An MTDnet arm whose
@@ -56,7 +57,7 @@ from reidkit.training.mtdnet_trainer import MTDNetTrainer  # noqa: E402
 from reidkit.training.trainer import Trainer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-RUNS = RESULTS / "study"  # --results moves both
+RUNS = RESULTS / "study" / "cpu"  # main() sets both from --results and --scale
 LR_FACTORS = (0.5, 1.0, 2.0)
 VAL_IDS = {"a": 20, "b": 10}  # training identities held out for validation, per domain
 quiet = Console(stderr=True, quiet=True)
@@ -436,7 +437,7 @@ def write_report(args: argparse.Namespace) -> None:
     lines = ["## Study: do the papers' claims hold? (synthetic pedestrians)", "",
              f"Commands: {'; then '.join(f'`{c}`' for c in study_commands(runs, args.scale, swept))} "
              "(resumable: finished runs are skipped; `--report` rewrites this page from "
-             "`benchmarks/results/study/`).  ",
+             f"`benchmarks/results/study/{args.scale}/`).  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
              f"{', '.join(sorted(_threads(runs)))} torch thread(s) per run, torch {torch.__version__}; "
              "runs niced in the background while other work shared the cores.",
@@ -487,12 +488,18 @@ def write_report(args: argparse.Namespace) -> None:
             else _mean_sd([100 * r["train_pair_accuracy"] for r in rs]),
             _mean_sd([r["seconds"] for r in rs], 0)]) + " |")
     if runs:
-        plot_curves(runs, RESULTS / "study_curves.png")
+        curves = f"study_{args.scale}_curves.png"
+        plot_curves(runs, RESULTS / curves)
         lines += ["", "Validation mAP against training steps (mean over seeds): "
-                  "![learning curves](study_curves.png)"]
-    tmp = RESULTS / f"study.md.{os.getpid()}"  # two runners may share the folder
+                  f"![learning curves]({curves})"]
+    path = report_path(args.scale)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")  # two runners may share the folder
     tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS / "study.md")
+    tmp.replace(path)
+
+
+def report_path(scale: str) -> Path:
+    return RESULTS / f"study_{scale}.md"
 
 
 PROTOCOL = (
@@ -591,16 +598,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-sweep", action="store_true", help="base learning rates only")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="where study.md and study/<run>.json go")
+    parser.add_argument("--results", type=Path, help="where study_<scale>.md and "
+                        "study/<scale>/<run>.json go (default benchmarks/results, <work>/results "
+                        "for the smoke scale)")
     args = parser.parse_args()
-    RESULTS, RUNS = args.results, args.results / "study"
+    if args.results is None:
+        args.results = args.work / "results" if args.scale == "smoke" else RESULTS
+    RESULTS, RUNS = args.results, args.results / "study" / args.scale
     FIRST_SEED = args.seeds[0]
     torch.set_num_threads(args.threads)
     if not args.report:
         run_study(args)
     write_report(args)
-    print((RESULTS / "study.md").read_text())
+    print(report_path(args.scale).read_text())
 
 
 if __name__ == "__main__":

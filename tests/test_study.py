@@ -79,13 +79,14 @@ def test_report_from_result_files(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "RESULTS", tmp_path)
     monkeypatch.setattr(study, "RUNS", runs)
     study.write_report(argparse.Namespace(scale="cpu", seeds=[0, 1, 2]))
-    report = (tmp_path / "study.md").read_text()
+    report = (tmp_path / "study_cpu.md").read_text()
     # pyramid - global = +10, +11, +12 pp: mean +11, t-interval 11 -/+ 4.3027 / sqrt(3) * 1
     assert "| Pyramid beats the global baseline | 3 | +11.0 | [+8.5, +13.5] | **reproduced** |" in report
     assert "| Pyramid beats PCB-style stripes | 0 | | | not run yet |" in report
     assert "| target b from scratch | 3 (3 not trained) | 1 | not trained | not trained |" in report
     assert "0 of 9 runs reached their step cap" in report
-    assert (tmp_path / "study_curves.png").stat().st_size > 0
+    assert "![learning curves](study_cpu_curves.png)" in report
+    assert (tmp_path / "study_cpu_curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("scale", sorted(study.SCALES))
