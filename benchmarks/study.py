@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,8 @@ SCALES = {
         pyramid_lr=(0.01, 0.1), mtdnet_lr=1e-3,
         eval_every={"pyramid": 200, "mtdnet": 500}, max_steps={"pyramid": 6000, "mtdnet": 20000}),
 }
+# the cpu study with room to converge: most cpu runs were still improving at their cap
+SCALES["cpu-long"] = replace(SCALES["cpu"], max_steps={"pyramid": 1500, "mtdnet": 3000}, patience=3)
 
 
 @dataclass(frozen=True)
@@ -209,15 +211,15 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
     lr = scale.mtdnet_lr * lr_factor
     extra = [f"optim.lr={lr}", f"optim.new_lr={lr}", "mtdnet.triplet_sampling=all-pairs"]
     if arm.init_from:
-        extra.append(f"mtdnet.init_checkpoint={model_file(work, arm.init_from, seed)}")
+        extra.append(f"mtdnet.init_checkpoint={model_file(work, scale, arm.init_from, seed)}")
     if arm.cross_domain:  # the authors' pairing (Nets/MTDnet-cross)
         extra += ["mtdnet.cross_domain=true", "mtdnet.source_dataset=market1501",
                   f"mtdnet.source_root={roots['a']}", "mtdnet.contrastive_pairing=pairs"]
     return load_config(scale.recipes["mtdnet"], [*common, *scale.mtdnet, *extra, *arm.overrides])
 
 
-def model_file(work: Path, arm: str, seed: int) -> Path:
-    return work / "models" / f"{arm}__s{seed}.safetensors"
+def model_file(work: Path, scale: Scale, arm: str, seed: int) -> Path:
+    return work / "models" / scale_name(scale) / f"{arm}__s{seed}.safetensors"
 
 
 @dataclass
@@ -262,8 +264,9 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
         stream.close()
     test = test_metrics(arm, trainer, roots)
     if arm.name == "mtd":  # the source model of the cross-domain arms
-        model_file(work, arm.name, seed).parent.mkdir(parents=True, exist_ok=True)
-        save_model(model_file(work, arm.name, seed), trainer.saved_model, {"step": best[1]})
+        path = model_file(work, scale, arm.name, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(path, trainer.saved_model, {"step": best[1]})
     return RunResult(arm.name, seed, lr_factor, best[1], trainer.step, round(best[0], 5), curve,
                      test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
                      round(seconds, 1), {"budget": budget, "eval_every": every,
@@ -356,7 +359,7 @@ def chosen_factor(arm: Arm, first_seed: int, scale: Scale, roots: dict[str, Path
 def ensure_source(arm: Arm, seed: int, scale: Scale, roots: dict[str, Path], work: Path,
                   sweep: bool) -> None:
     """The source model a cross-domain arm starts from, retrained if this machine lacks it."""
-    if arm.init_from and not model_file(work, arm.init_from, seed).is_file():
+    if arm.init_from and not model_file(work, scale, arm.init_from, seed).is_file():
         source = ARM[arm.init_from]
         factor = chosen_factor(source, FIRST_SEED, scale, roots, work, sweep)
         print(f"[study] source model {source.name} seed {seed}", flush=True)
@@ -517,21 +520,24 @@ PROTOCOL = (
 
 
 def study_commands(runs: dict[tuple[str, int], dict[str, Any]], scale: str, swept: bool) -> list[str]:
-    """The runner invocations that give these runs: the seeds most arms have, over every arm,
-    then each further set of seeds with the arms that have it."""
-    seeds_of: dict[str, frozenset[int]] = defaultdict(frozenset)
+    """The runner invocations that give these runs: the seeds most arms have, over the arms run
+    so far, then each further set of seeds with the arms that have it."""
+    seeds_of: dict[str, frozenset[int]] = {}
     for arm, seed in runs:
-        seeds_of[arm] |= {seed}
-    base = max(set(seeds_of.values()), key=lambda s: (list(seeds_of.values()).count(s), -len(s)),
-               default=frozenset())
+        seeds_of[arm] = seeds_of.get(arm, frozenset()) | {seed}
+    sets = list(seeds_of.values())
+    base = max(sets, key=lambda s: (sets.count(s), -len(s)), default=frozenset())
+    arms = [a.name for a in ARMS if a.name in seeds_of]
     extra: dict[frozenset[int], list[str]] = defaultdict(list)
-    for arm in ARMS:
-        if seeds_of[arm.name] - base:
-            extra[frozenset(seeds_of[arm.name] - base)].append(arm.name)
+    for arm in arms:
+        if seeds_of[arm] - base:
+            extra[seeds_of[arm] - base].append(arm)
     command = f"nice -n 15 .venv/bin/python benchmarks/study.py --scale {scale}"
     command += "" if swept else " --no-sweep"
-    return [f"{command} --seeds {_seed_list(base)}"] + [
-        f"{command} --seeds {_seed_list(s)} --arms {' '.join(arms)}" for s, arms in extra.items()]
+    first = f"{command} --seeds {_seed_list(base)}"
+    first += "" if len(arms) == len(ARMS) else f" --arms {' '.join(arms)}"
+    return [first] + [f"{command} --seeds {_seed_list(s)} --arms {' '.join(a)}"
+                      for s, a in extra.items()]
 
 
 def _seed_list(seeds: frozenset[int]) -> str:

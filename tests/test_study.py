@@ -65,6 +65,9 @@ def test_commands_name_the_seeds_each_arm_was_run_with():
     head = "nice -n 15 .venv/bin/python benchmarks/study.py --scale cpu --no-sweep"
     assert study.study_commands(runs, "cpu", swept=False) == [
         f"{head} --seeds 0 1 2", f"{head} --seeds 3 4 --arms pyramid stripes"]
+    partial = {(a, s): {} for a in ("global", "pyramid") for s in (0, 1)}
+    assert study.study_commands(partial, "cpu-long", swept=True) == [
+        "nice -n 15 .venv/bin/python benchmarks/study.py --scale cpu-long --seeds 0 1 --arms pyramid global"]
 
 
 def test_report_from_result_files(tmp_path, monkeypatch):
