@@ -493,8 +493,8 @@ def write_report(args: argparse.Namespace) -> None:
     if runs:
         curves = f"study_{args.scale}_curves.png"
         plot_curves(runs, RESULTS / curves)
-        lines += ["", "Validation mAP against training steps (mean over seeds): "
-                  f"![learning curves]({curves})"]
+        lines += ["", "Validation mAP against training steps (mean over seeds up to the last "
+                  f"step they all reached; faint: each seed): ![learning curves]({curves})"]
     path = report_path(args.scale)
     tmp = path.with_name(f"{path.name}.{os.getpid()}")  # two runners may share the folder
     tmp.write_text("\n".join(lines) + "\n")
@@ -577,12 +577,19 @@ def plot_curves(runs: dict[tuple[str, int], dict[str, Any]], path: Path) -> None
             curves = [r["curve"] for (a, _), r in runs.items() if a == arm.name]
             if not curves:
                 continue
-            steps = sorted({c["step"] for curve in curves for c in curve})
+            # the mean only where every seed still ran (a stopped seed would make it jump),
+            # each seed's own curve faintly beside it
+            common = sorted(set.intersection(*({c["step"] for c in curve} for curve in curves)))
             mean = [statistics.fmean(c["mAP"] for curve in curves for c in curve if c["step"] == s)
-                    for s in steps]
-            ax.plot(steps, [100 * m for m in mean], marker=".", label=f"{arm.name} ({len(curves)})")
+                    for s in common]
+            line, = ax.plot(common, [100 * m for m in mean], marker=".",
+                            label=f"{arm.name} ({len(curves)})")
+            for curve in curves:
+                ax.plot([c["step"] for c in curve], [100 * c["mAP"] for c in curve],
+                        color=line.get_color(), alpha=0.25, linewidth=0.8)
         ax.set(title=f"{family}: validation mAP", xlabel="training step", ylabel="mAP (%)")
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.png")
     fig.savefig(tmp, dpi=90)
