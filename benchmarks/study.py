@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -245,12 +245,13 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
         trainer.val = single_shot(ReIDDataset("val", [], *trainer.val))
     every, budget = scale.eval_every[arm.family], scale.max_steps[arm.family]
     curve: list[dict[str, float]] = []
+    records: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     started = time.perf_counter()
     while trainer.step < budget:
         trainer.model_in_training.train()
         for _ in range(every):
-            trainer.train_step()
+            records.append(trainer.train_step())
         val = trainer.evaluate(*trainer.val)
         curve.append({"step": trainer.step, **{k: round(v, 5) for k, v in val.items()}})
         if val["mAP"] > best[0]:
@@ -271,7 +272,18 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
                      test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
                      round(seconds, 1), {"budget": budget, "eval_every": every,
                                          "scale": scale_name(scale), "commit": code_version(),
-                                         "threads": torch.get_num_threads()})
+                                         "threads": torch.get_num_threads(),
+                                         **dynamic_summary(records)})
+
+
+def dynamic_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the dynamic rule chose: steps per objective/sampler and the median joint weights."""
+    if not records or "objective" not in records[0]:
+        return {}
+    joint = [r for r in records if r["objective"] == "joint"]
+    steps = Counter(f"{r['objective']}/{r['sampler']}" for r in records)
+    weights = {t: statistics.median(r[f"w_{t}"] for r in joint) for t in ("id", "tp")} if joint else None
+    return {"steps": dict(sorted(steps.items())), "median_joint_weights": weights}
 
 
 def scale_name(scale: Scale) -> str:

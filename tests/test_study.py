@@ -106,3 +106,13 @@ def test_every_arm_has_a_valid_config_at_every_scale(scale, tmp_path):
         assert (pyramid.sampler.num_ids, pyramid.sampler.num_instances) == (8, 8)
         assert (mtd.data.height, mtd.data.width, mtd.mtdnet.triplets_per_batch) == (227, 227, 128)
         assert mtd.model.options["init"] == "caffe" and mtd.optim.bias_lr_factor == 2.0
+
+
+def test_dynamic_summary_counts_the_rule_choices():
+    records = [{"objective": "id", "sampler": "random", "w_id": 1.0, "w_tp": 0.0},
+               {"objective": "joint", "sampler": "balanced", "w_id": 1e-4, "w_tp": 3e-5},
+               {"objective": "joint", "sampler": "balanced", "w_id": 3e-4, "w_tp": 1e-5}]
+    assert study.dynamic_summary(records) == {
+        "steps": {"id/random": 1, "joint/balanced": 2},
+        "median_joint_weights": {"id": pytest.approx(2e-4), "tp": pytest.approx(2e-5)}}
+    assert study.dynamic_summary([{"loss": 1.0}]) == {}  # MTDnet steps have no rule
