@@ -14,7 +14,7 @@ its base rate) with the first seed; the other seeds reuse the chosen rate. The r
 ``benchmarks/results/study_<scale>.md`` (+ ``study_<scale>_curves.png``), gives per claim the paired per-seed
 difference of test mAP with its 95 % t-interval and a verdict: "reproduced" (interval above 0),
 "not reproduced" (interval below 0), otherwise "undecided at this budget"; a claim stays undecided
-while one of its runs stopped at the step cap instead of by early stopping. An MTDnet arm whose
+while a run of its trailing arm stopped at the step cap instead of by early stopping. An MTDnet arm whose
 training pair accuracy is still near chance (< 60 %) is reported as not trained.
 
 Protocol, fixed before running: synthetic data of reidkit.data.synthetic with misaligned boxes
@@ -419,16 +419,16 @@ def metric(result: dict[str, Any], view: str, key: str) -> float:
 def verdict(num_seeds: int, lo: float, hi: float, untrained: list[str],
             capped: tuple[int, int] = (0, 0)) -> str:
     """A claim's verdict from its paired 95 % interval [lo, hi]: decided only with 3 seeds or more,
-    every arm trained, and every run stopped by early stopping; ``capped`` is (runs that reached
-    the step cap, runs)."""
+    every arm trained, and the trailing arm's runs all ended by early stopping; ``capped`` is (the
+    trailing arm's runs that reached the step cap, its runs)."""
     if untrained:
         return f"undecided: {', '.join(untrained)} not trained (pair accuracy < 60 %)"
     if num_seeds < 3:
         return f"undecided at this budget ({num_seeds} seed{'s' * (num_seeds > 1)} so far)"
     lean = "the claim holds" if lo > 0 else "the opposite holds" if hi < 0 else None
-    if capped[0]:  # still improving when stopped: longer training may change the order
-        at_cap = f"; at the cap {lean}" if lean else ""
-        return f"undecided at this budget: {capped[0]} of {capped[1]} runs stopped at the step cap{at_cap}"
+    if lean and capped[0]:  # the trailing arm was still improving: it may catch up
+        return (f"undecided at this budget: at the cap {lean}, but the trailing arm stopped at "
+                f"its step cap in {capped[0]} of {capped[1]} runs")
     if lean == "the claim holds":
         return "**reproduced**"
     if lean:
@@ -471,15 +471,15 @@ def write_report(args: argparse.Namespace) -> None:
                  for b, w in pairs]
         mean, lo, hi = t_interval(diffs)
         untrained = sorted({r["arm"] for pair in pairs for r in pair if not trained(r)})
-        used = {(r["arm"], r["seed"]): r for pair in pairs for r in pair}.values()
-        capped = (sum(map(at_cap, used)), len(used))
+        trailing = [w if mean >= 0 else b for b, w in pairs]
+        capped = (sum(map(at_cap, trailing)), len(trailing))
         lines.append(f"| {claim} | {len(seeds)} | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] | "
                      f"{verdict(len(seeds), lo, hi, untrained, capped)} |")
     lines += ["", f"Scope: a verdict holds for this scale only (the protocol above: networks from "
               f"scratch on synthetic data{', learning rates not swept' * (not swept)}). "
               f"{sum(map(at_cap, runs.values()))} of {len(runs)} runs reached their step cap "
-              "before early stopping, and a claim with such a run stays undecided: longer training "
-              "can change the order."]
+              "before early stopping; a claim whose trailing arm has such a run stays undecided, "
+              "since longer training may let it catch up."]
     lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
               "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
               "stopped at | stopped early | train pair acc | train s |",
@@ -527,7 +527,7 @@ PROTOCOL = (
     "{patience} evaluations without a better validation mAP (at most {ps} / {ms} steps); the "
     "test uses the best-validation weights. {lr_rule} Verdict rule: reproduced when the 95 % interval "
     "of the paired difference lies above 0, not reproduced when below, otherwise undecided; "
-    "fewer than 3 seeds is undecided, and so is a claim with a run that stopped at its step cap "
+    "fewer than 3 seeds is undecided, and so is a claim whose trailing arm stopped at its step cap "
     "while still improving (a rule added after the first runs, when most of them hit the cap).")
 
 
