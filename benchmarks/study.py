@@ -502,6 +502,7 @@ def write_report(args: argparse.Namespace) -> None:
             "-" if rs[0]["train_pair_accuracy"] is None
             else _mean_sd([100 * r["train_pair_accuracy"] for r in rs]),
             _mean_sd([r["seconds"] for r in rs], 0)]) + " |")
+    lines += rule_table(runs)
     if runs:
         curves = f"study_{args.scale}_curves.png"
         plot_curves(runs, RESULTS / curves)
@@ -511,6 +512,29 @@ def write_report(args: argparse.Namespace) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}")  # two runners may share the folder
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
+
+
+def rule_table(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    """What the dynamic rule chose, per Pyramid arm whose runs recorded it."""
+    kinds = ("id/balanced", "id/random", "joint/balanced")
+    rows = []
+    for arm in ARMS:
+        rs = [r["extra"] for (a, _), r in sorted(runs.items())
+              if a == arm.name and r["extra"].get("steps")]
+        if not rs:
+            continue
+        shares = [statistics.fmean(e["steps"].get(k, 0) / sum(e["steps"].values()) for e in rs)
+                  for k in kinds]
+        joint = [e["median_joint_weights"] for e in rs if e["median_joint_weights"]]
+        weights = " / ".join(f"{statistics.median(w[t] for w in joint):.2g}"
+                             for t in ("id", "tp")) if joint else "-"
+        cells = [arm.label, str(len(rs)), *(f"{100 * v:.0f} %" for v in shares), weights]
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "### What the dynamic rule chose (share of training steps; median weights of "
+            "the joint steps)", "", "| arm | seeds | ID, balanced | ID, random | joint | "
+            "weights id / tp |", "|---|---|---|---|---|---|", *rows]
 
 
 def report_path(scale: str) -> Path:

@@ -77,8 +77,11 @@ def test_report_from_result_files(tmp_path, monkeypatch):
         for arm, m_ap, acc, stopped in [("pyramid", 0.6 + seed / 100, None, 400),
                                         ("global", 0.5, None, 300),
                                         ("target-only", 0.05, 0.5, 300)]:
-            (runs / f"{arm}__s{seed}.json").write_text(
-                json.dumps(fake_run(arm, seed, m_ap, acc, stopped)))
+            run = fake_run(arm, seed, m_ap, acc, stopped)
+            if arm == "pyramid":
+                run["extra"] |= {"steps": {"id/balanced": 1, "joint/balanced": 3},
+                                 "median_joint_weights": {"id": 1.0, "tp": 1.0}}
+            (runs / f"{arm}__s{seed}.json").write_text(json.dumps(run))
     monkeypatch.setattr(study, "RESULTS", tmp_path)
     monkeypatch.setattr(study, "RUNS", runs)
     study.write_report(argparse.Namespace(scale="cpu", seeds=[0, 1, 2]))
@@ -89,6 +92,8 @@ def test_report_from_result_files(tmp_path, monkeypatch):
     assert "| target b from scratch | 3 (3 not trained) | 1 | not trained | not trained |" in report
     # pyramid, ahead, stopped at its cap; global, trailing, by early stopping: decided
     assert "3 of 9 runs reached their step cap" in report
+    # the rule's choices, from the runs that recorded them
+    assert "| Pyramid, dynamic as released (sum, balanced) | 3 | 25 % | 0 % | 75 % | 1 / 1 |" in report
     assert "![learning curves](study_cpu_curves.png)" in report
     assert (tmp_path / "study_cpu_curves.png").stat().st_size > 0
 
