@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from reidkit.config import Config, load_config  # noqa: E402
 from reidkit.data import ImageRecord, ReIDDataset, load_dataset  # noqa: E402
 from reidkit.data.synthetic import generate  # noqa: E402
-from reidkit.models.io import save_model  # noqa: E402
+from reidkit.models.io import read_model_meta, save_model  # noqa: E402
 from reidkit.retrieval.evaluate import evaluate_model, validation_metrics  # noqa: E402
 from reidkit.training.mtdnet_trainer import MTDNetTrainer  # noqa: E402
 from reidkit.training.trainer import Trainer  # noqa: E402
@@ -267,13 +267,21 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
     if arm.name == "mtd":  # the source model of the cross-domain arms
         path = model_file(work, scale, arm.name, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(path, trainer.saved_model, {"step": best[1]})
+        save_model(path, trainer.saved_model, {"step": best[1], "commit": code_version()})
     return RunResult(arm.name, seed, lr_factor, best[1], trainer.step, round(best[0], 5), curve,
                      test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
                      round(seconds, 1), {"budget": budget, "eval_every": every,
                                          "scale": scale_name(scale), "commit": code_version(),
                                          "threads": torch.get_num_threads(),
-                                         **dynamic_summary(records)})
+                                         **dynamic_summary(records), **source_of(arm, scale, work, seed)})
+
+
+def source_of(arm: Arm, scale: Scale, work: Path, seed: int) -> dict[str, Any]:
+    """Which source model a fine-tuned arm started from (its best step and code version)."""
+    if not arm.init_from:
+        return {}
+    _, meta = read_model_meta(model_file(work, scale, arm.init_from, seed))
+    return {"source": {"arm": arm.init_from, "step": meta.get("step"), "commit": meta.get("commit")}}
 
 
 def dynamic_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
