@@ -6,8 +6,8 @@ Run the benchmarks first (each writes results/<name>.md), then: python benchmark
 import re
 from pathlib import Path
 
-ORDER = ["study_cpu", "study_gpu", "evaluation", "evaluate_features", "synthetic", "training",
-         "input_path_cpu", "input_path_cuda", "extraction", "rerank",
+ORDER = ["study_cpu", "study_cpu-long", "study_gpu", "evaluation", "evaluate_features",
+         "synthetic", "training", "input_path_cpu", "input_path_cuda", "extraction", "rerank",
          "search", "search_approximate_select", "search_approximate_500k", "search_approximate",
          "onnx", "pair_scoring", "footage", "serve"]
 HEADER = """# Benchmarks

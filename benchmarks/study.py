@@ -196,7 +196,7 @@ def single_shot(dataset: ReIDDataset) -> tuple[list[ImageRecord], list[ImageReco
 
 # ----------------------------------------------------------------------------------------- runs
 def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[str, Path],
-               work: Path) -> Config:
+               work: Path, source_factor: float = 1.0) -> Config:
     common = [f"data.root={roots[arm.data]}", f"train.seed={seed}", "train.device=auto",
               f"train.output_dir={work / 'runs' / f'{arm.name}__s{seed}'}",
               f"data.val_ids={VAL_IDS[arm.data]}",
@@ -211,15 +211,18 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
     lr = scale.mtdnet_lr * lr_factor
     extra = [f"optim.lr={lr}", f"optim.new_lr={lr}", "mtdnet.triplet_sampling=all-pairs"]
     if arm.init_from:
-        extra.append(f"mtdnet.init_checkpoint={model_file(work, scale, arm.init_from, seed)}")
+        source = model_file(work, scale, arm.init_from, seed, source_factor)
+        extra.append(f"mtdnet.init_checkpoint={source}")
     if arm.cross_domain:  # the authors' pairing (Nets/MTDnet-cross)
         extra += ["mtdnet.cross_domain=true", "mtdnet.source_dataset=market1501",
                   f"mtdnet.source_root={roots['a']}", "mtdnet.contrastive_pairing=pairs"]
     return load_config(scale.recipes["mtdnet"], [*common, *scale.mtdnet, *extra, *arm.overrides])
 
 
-def model_file(work: Path, scale: Scale, arm: str, seed: int) -> Path:
-    return work / "models" / scale_name(scale) / f"{arm}__s{seed}.safetensors"
+def model_file(work: Path, scale: Scale, arm: str, seed: int, lr_factor: float = 1.0) -> Path:
+    """A source model: one per scale, seed and learning-rate factor (sweep runs keep theirs)."""
+    tag = "" if lr_factor == 1.0 else f"__lr{lr_factor:g}"
+    return work / "models" / scale_name(scale) / f"{arm}{tag}__s{seed}.safetensors"
 
 
 @dataclass
@@ -238,8 +241,8 @@ class RunResult:
 
 
 def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[str, Path],
-              work: Path) -> RunResult:
-    cfg = config_for(arm, seed, lr_factor, scale, roots, work)
+              work: Path, source_factor: float = 1.0) -> RunResult:
+    cfg = config_for(arm, seed, lr_factor, scale, roots, work, source_factor)
     trainer = (Trainer if arm.family == "pyramid" else MTDNetTrainer)(cfg, console=quiet)
     if arm.family == "mtdnet":  # single-shot validation: pair scoring is quadratic in the split
         trainer.val = single_shot(ReIDDataset("val", [], *trainer.val))
@@ -265,23 +268,31 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
         stream.close()
     test = test_metrics(arm, trainer, roots)
     if arm.name == "mtd":  # the source model of the cross-domain arms
-        path = model_file(work, scale, arm.name, seed)
+        path = model_file(work, scale, arm.name, seed, lr_factor)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(path, trainer.saved_model, {"step": best[1], "commit": code_version()})
     return RunResult(arm.name, seed, lr_factor, best[1], trainer.step, round(best[0], 5), curve,
                      test, pair_accuracy(trainer) if arm.family == "mtdnet" else None,
                      round(seconds, 1), {"budget": budget, "eval_every": every,
-                                         "scale": scale_name(scale), "commit": code_version(),
-                                         "threads": torch.get_num_threads(),
-                                         **dynamic_summary(records), **source_of(arm, scale, work, seed)})
+                                         "patience": scale.patience, **run_facts(scale, trainer),
+                                         **dynamic_summary(records),
+                                         **source_of(arm, scale, work, seed, source_factor)})
 
 
-def source_of(arm: Arm, scale: Scale, work: Path, seed: int) -> dict[str, Any]:
-    """Which source model a fine-tuned arm started from (its best step and code version)."""
+def run_facts(scale: Scale, trainer: Any) -> dict[str, Any]:
+    """Where and on what code a run ran."""
+    return {"scale": scale_name(scale), "commit": code_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {trainer.device.type}",
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def source_of(arm: Arm, scale: Scale, work: Path, seed: int, factor: float) -> dict[str, Any]:
+    """Which source model a fine-tuned arm started from (lr factor, best step, code version)."""
     if not arm.init_from:
         return {}
-    _, meta = read_model_meta(model_file(work, scale, arm.init_from, seed))
-    return {"source": {"arm": arm.init_from, "step": meta.get("step"), "commit": meta.get("commit")}}
+    _, meta = read_model_meta(model_file(work, scale, arm.init_from, seed, factor))
+    return {"source": {"arm": arm.init_from, "lr_factor": factor, "step": meta.get("step"),
+                       "commit": meta.get("commit")}}
 
 
 def dynamic_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -368,24 +379,28 @@ def chosen_factor(arm: Arm, first_seed: int, scale: Scale, roots: dict[str, Path
         path = result_path(arm.name, first_seed, factor)
         done = load(path)
         if done is None:
-            ensure_source(arm, first_seed, scale, roots, work, sweep)
+            source_factor = ensure_source(arm, first_seed, scale, roots, work, sweep)
             print(f"[study] sweep {arm.name} lr x{factor:g} seed {first_seed}", flush=True)
-            save(train_run(arm, first_seed, factor, scale, roots, work), path)
+            save(train_run(arm, first_seed, factor, scale, roots, work, source_factor), path)
             done = load(path)
         scores[factor] = done["best_val"]
     return max(scores, key=lambda f: (scores[f], -abs(math.log(f))))
 
 
 def ensure_source(arm: Arm, seed: int, scale: Scale, roots: dict[str, Path], work: Path,
-                  sweep: bool) -> None:
-    """The source model a cross-domain arm starts from, retrained if this machine lacks it."""
-    if arm.init_from and not model_file(work, scale, arm.init_from, seed).is_file():
-        source = ARM[arm.init_from]
-        factor = chosen_factor(source, FIRST_SEED, scale, roots, work, sweep)
+                  sweep: bool) -> float:
+    """The learning-rate factor of the source model a fine-tuned arm starts from (its chosen
+    one), training that model if this machine lacks it."""
+    if not arm.init_from:
+        return 1.0
+    source = ARM[arm.init_from]
+    factor = chosen_factor(source, FIRST_SEED, scale, roots, work, sweep)
+    if not model_file(work, scale, source.name, seed, factor).is_file():
         print(f"[study] source model {source.name} seed {seed}", flush=True)
         result = train_run(source, seed, factor, scale, roots, work)
         if load(result_path(source.name, seed)) is None:
             save(result, result_path(source.name, seed))
+    return factor
 
 
 def run_study(args: argparse.Namespace) -> None:
@@ -402,9 +417,9 @@ def run_study(args: argparse.Namespace) -> None:
             if swept is not None:
                 path.write_text(json.dumps(swept, indent=1))
             else:
-                ensure_source(arm, seed, scale, roots, args.work, not args.no_sweep)
+                source_factor = ensure_source(arm, seed, scale, roots, args.work, not args.no_sweep)
                 print(f"[study] {arm.name} seed {seed} (lr x{factor:g})", flush=True)
-                save(train_run(arm, seed, factor, scale, roots, args.work), path)
+                save(train_run(arm, seed, factor, scale, roots, args.work, source_factor), path)
             write_report(args)
 
 
@@ -445,7 +460,12 @@ def verdict(num_seeds: int, lo: float, hi: float, untrained: list[str],
 
 
 def at_cap(result: dict[str, Any]) -> bool:
-    return result["stopped_step"] >= result["extra"].get("budget", math.inf)
+    """Stopped by its step cap while still improving (not by running out of patience there)."""
+    extra = result["extra"]
+    # runs from before patience was recorded are all cpu-scale runs
+    patience = extra.get("patience", SCALES["cpu"].patience) * extra.get("eval_every", 1)
+    stalled = result["stopped_step"] - result["best_step"] >= patience
+    return result["stopped_step"] >= extra.get("budget", math.inf) and not stalled
 
 
 def trained(result: dict[str, Any]) -> bool:
@@ -460,10 +480,7 @@ def write_report(args: argparse.Namespace) -> None:
     lines = ["## Study: do the papers' claims hold? (synthetic pedestrians)", "",
              f"Commands: {'; then '.join(f'`{c}`' for c in study_commands(runs, args.scale, swept))} "
              "(resumable: finished runs are skipped; `--report` rewrites this page from "
-             f"`benchmarks/results/study/{args.scale}/`).  ",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
-             f"{', '.join(sorted(_threads(runs)))} torch thread(s) per run, torch {torch.__version__}; "
-             "runs niced in the background while other work shared the cores.",
+             f"`{_shown(RUNS)}/`).  ", machine_line(runs, args.scale),
              "", PROTOCOL.format(**_scale_facts(SCALES[args.scale], swept)), "",
              "### Verdicts (paired per-seed difference of test mAP, 95 % t-interval)", "",
              "| claim | seeds | mean diff (pp) | 95 % CI | verdict |", "|---|---|---|---|---|"]
@@ -486,7 +503,7 @@ def write_report(args: argparse.Namespace) -> None:
     lines += ["", f"Scope: a verdict holds for this scale only (the protocol above: networks from "
               f"scratch on synthetic data{', learning rates not swept' * (not swept)}). "
               f"{sum(map(at_cap, runs.values()))} of {len(runs)} runs reached their step cap "
-              "before early stopping; a claim whose trailing arm has such a run stays undecided, "
+              "before their patience ran out; a claim whose trailing arm has such a run stays undecided, "
               "since longer training may let it catch up."]
     lines += ["", "### Arms (test metrics at the best validation step; mean ± sd over seeds)", "",
               "| arm | seeds | lr x | test mAP | test rank-1 | best val mAP | best step | "
@@ -517,6 +534,7 @@ def write_report(args: argparse.Namespace) -> None:
         lines += ["", "Validation mAP against training steps (mean over seeds up to the last "
                   f"step they all reached; faint: each seed): ![learning curves]({curves})"]
     path = report_path(args.scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}")  # two runners may share the folder
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
@@ -545,6 +563,10 @@ def rule_table(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
             "weights id / tp |", "|---|---|---|---|---|---|", *rows]
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def report_path(scale: str) -> Path:
     return RESULTS / f"study_{scale}.md"
 
@@ -560,7 +582,7 @@ PROTOCOL = (
     "test uses the best-validation weights. {lr_rule} Verdict rule: reproduced when the 95 % interval "
     "of the paired difference lies above 0, not reproduced when below, otherwise undecided; "
     "fewer than 3 seeds is undecided, and so is a claim whose trailing arm stopped at its step cap "
-    "while still improving (a rule added after the first runs, when most of them hit the cap).")
+    "before its patience ran out (a rule added after the first runs, when most of them hit the cap).")
 
 
 def study_commands(runs: dict[tuple[str, int], dict[str, Any]], scale: str, swept: bool) -> list[str]:
@@ -572,24 +594,36 @@ def study_commands(runs: dict[tuple[str, int], dict[str, Any]], scale: str, swep
     sets = list(seeds_of.values())
     base = max(sets, key=lambda s: (sets.count(s), -len(s)), default=frozenset())
     arms = [a.name for a in ARMS if a.name in seeds_of]
-    extra: dict[frozenset[int], list[str]] = defaultdict(list)
+    if not arms:
+        return []
+    full = [a for a in arms if base <= seeds_of[a]]
+    rest: dict[frozenset[int], list[str]] = defaultdict(list)  # further seeds, or other sets
     for arm in arms:
-        if seeds_of[arm] - base:
-            extra[seeds_of[arm] - base].append(arm)
+        rest[seeds_of[arm] - base if arm in full else seeds_of[arm]].append(arm)
     command = f"nice -n 15 .venv/bin/python benchmarks/study.py --scale {scale}"
     command += "" if swept else " --no-sweep"
     first = f"{command} --seeds {_seed_list(base)}"
-    first += "" if len(arms) == len(ARMS) else f" --arms {' '.join(arms)}"
+    first += "" if len(full) == len(ARMS) else f" --arms {' '.join(full)}"
     return [first] + [f"{command} --seeds {_seed_list(s)} --arms {' '.join(a)}"
-                      for s, a in extra.items()]
+                      for s, a in rest.items() if s]
 
 
 def _seed_list(seeds: frozenset[int]) -> str:
     return " ".join(map(str, sorted(seeds)))
 
 
-def _threads(runs: dict[tuple[str, int], dict[str, Any]]) -> set[str]:
-    return {str(r["extra"].get("threads", 1)) for r in runs.values()}
+def machine_line(runs: dict[tuple[str, int], dict[str, Any]], scale: str) -> str:
+    """Where the runs ran, as they recorded it, and where this report was written."""
+    def where(extra: dict[str, Any]) -> str:
+        if "machine" not in extra:
+            return "not recorded"
+        return f"{extra['machine']}, torch {extra['torch']}, {extra['threads']} thread(s)"
+    counts = Counter(where(r["extra"]) for r in runs.values())
+    line = "Runs on: " + "; ".join(f"{w} ({n} run{'s' * (n > 1)})" for w, n in sorted(counts.items()))
+    if scale.startswith("cpu"):
+        line += ", niced in the background while other work shared the cores"
+    return (f"{line}. Report written on {platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}.")
 
 
 def _scale_facts(s: Scale, swept: bool) -> dict[str, Any]:
@@ -609,6 +643,14 @@ def _mean_sd(values: list[float], digits: int = 1) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[list[int], list[float]]:
+    """Mean validation mAP over seeds at the steps every seed reached: a seed that stopped early
+    would make a mean over the seeds still running jump."""
+    common = sorted(set.intersection(*({c["step"] for c in curve} for curve in curves)))
+    return common, [statistics.fmean(c["mAP"] for curve in curves for c in curve if c["step"] == s)
+                    for s in common]
+
+
 def plot_curves(runs: dict[tuple[str, int], dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -621,11 +663,7 @@ def plot_curves(runs: dict[tuple[str, int], dict[str, Any]], path: Path) -> None
             curves = [r["curve"] for (a, _), r in runs.items() if a == arm.name]
             if not curves:
                 continue
-            # the mean only where every seed still ran (a stopped seed would make it jump),
-            # each seed's own curve faintly beside it
-            common = sorted(set.intersection(*({c["step"] for c in curve} for curve in curves)))
-            mean = [statistics.fmean(c["mAP"] for curve in curves for c in curve if c["step"] == s)
-                    for s in common]
+            common, mean = mean_curve(curves)
             line, = ax.plot(common, [100 * m for m in mean], marker=".",
                             label=f"{arm.name} ({len(curves)})")
             for curve in curves:
