@@ -672,6 +672,8 @@ def plot_curves(runs: dict[tuple[str, int], dict[str, Any]], path: Path) -> None
         ax.set(title=f"{family}: validation mAP", xlabel="training step", ylabel="mAP (%)")
         if ax.lines:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.png")
     fig.savefig(tmp, dpi=90)
