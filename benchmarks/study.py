@@ -8,14 +8,14 @@ score (mAP on training identities held out from training, never the test set) ha
 for ``patience`` evaluations or the step budget ends, and is tested with its best-validation
 weights. Each finished run writes ``benchmarks/results/study/<scale>/<arm>__s<seed>.json``; a
 rerun skips finished runs, so the study can span sessions and machines (``--scale gpu`` on a lent
-GPU), and each scale keeps its own runs and report. The
-learning rate of every arm is chosen on validation by a small sweep (factors ``LR_FACTORS`` of
-its base rate) with the first seed; the other seeds reuse the chosen rate. The report,
-``benchmarks/results/study_<scale>.md`` (+ ``study_<scale>_curves.png``), gives per claim the paired per-seed
-difference of test mAP with its 95 % t-interval and a verdict: "reproduced" (interval above 0),
-"not reproduced" (interval below 0), otherwise "undecided at this budget"; a claim stays undecided
-while a run of its trailing arm stopped at the step cap instead of by early stopping. An MTDnet arm whose
-training pair accuracy is still near chance (< 60 %) is reported as not trained.
+GPU), and each scale keeps its own runs and report. The learning rate of every arm is chosen on
+validation by a small sweep (factors ``LR_FACTORS`` of its base rate) with the first seed; the
+other seeds reuse the chosen rate. The report, ``benchmarks/results/study_<scale>.md`` (+
+``study_<scale>_curves.png``), gives per claim the paired per-seed difference of test mAP with its
+95 % t-interval and a verdict: "reproduced" (interval above 0), "not reproduced" (interval below
+0), otherwise "undecided at this budget"; a claim stays undecided while a run of its trailing arm
+stopped at the step cap instead of by early stopping. An MTDnet arm whose training pair accuracy
+is still near chance (< 60 %) is reported as not trained.
 
 Protocol, fixed before running: synthetic data of reidkit.data.synthetic with misaligned boxes
 (the failure Pyramid targets), domain "a" with 150 training and 100 test identities (Market-1501
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -67,6 +68,7 @@ quiet = Console(stderr=True, quiet=True)
 class Scale:
     """Model sizes and budgets of one study scale."""
 
+    name: str  # names its result folder, report and source models
     recipes: dict[str, str]  # the recipe each family's runs start from
     pyramid: tuple[str, ...]
     mtdnet: tuple[str, ...]
@@ -82,6 +84,7 @@ SCALES = {
     # CaffeNet MTDnet at 128x72 with 512-wide fc6/fc7, 16 triplets a step. Adam for both: SGD
     # from scratch does not move within a CPU budget.
     "cpu": Scale(
+        name="cpu",
         recipes={"pyramid": "demo_cpu", "mtdnet": "mtdnet_synth_cpu"},
         pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
                  "sampler.batch_size=32", "sampler.num_ids=8", "sampler.num_instances=4",
@@ -94,6 +97,7 @@ SCALES = {
         patience=2),
     # a few steps of everything: checks the runner end to end
     "smoke": Scale(
+        name="smoke",
         recipes={"pyramid": "demo_cpu", "mtdnet": "mtdnet_synth_cpu"},
         pyramid=("model.backbone=resnet18", "data.height=96", "data.width=48",
                  "sampler.batch_size=16", "sampler.num_ids=4", "sampler.num_instances=4",
@@ -106,6 +110,7 @@ SCALES = {
     # machines): ResNet-50 at 384x128, 8 ids x 8 images, SGD; CaffeNet at 227x227 with Caffe
     # initialisation, biases at lr x2, 128 triplets a batch
     "gpu": Scale(
+        name="gpu",
         recipes={"pyramid": "_pyramid", "mtdnet": "_mtdnet"},
         pyramid=("model.backbone=resnet50", "data.num_workers=8"),
         mtdnet=("data.num_workers=8",),
@@ -113,7 +118,8 @@ SCALES = {
         eval_every={"pyramid": 200, "mtdnet": 500}, max_steps={"pyramid": 6000, "mtdnet": 20000}),
 }
 # the cpu study with room to converge: most cpu runs were still improving at their cap
-SCALES["cpu-long"] = replace(SCALES["cpu"], max_steps={"pyramid": 1500, "mtdnet": 3000}, patience=3)
+SCALES["cpu-long"] = replace(SCALES["cpu"], name="cpu-long",
+                             max_steps={"pyramid": 1500, "mtdnet": 3000}, patience=3)
 
 
 @dataclass(frozen=True)
@@ -222,7 +228,7 @@ def config_for(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[
 def model_file(work: Path, scale: Scale, arm: str, seed: int, lr_factor: float = 1.0) -> Path:
     """A source model: one per scale, seed and learning-rate factor (sweep runs keep theirs)."""
     tag = "" if lr_factor == 1.0 else f"__lr{lr_factor:g}"
-    return work / "models" / scale_name(scale) / f"{arm}{tag}__s{seed}.safetensors"
+    return work / "models" / scale.name / f"{arm}{tag}__s{seed}.safetensors"
 
 
 @dataclass
@@ -281,7 +287,7 @@ def train_run(arm: Arm, seed: int, lr_factor: float, scale: Scale, roots: dict[s
 
 def run_facts(scale: Scale, trainer: Any) -> dict[str, Any]:
     """Where and on what code a run ran."""
-    return {"scale": scale_name(scale), "commit": code_version(),
+    return {"scale": scale.name, "commit": code_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {trainer.device.type}",
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -305,10 +311,7 @@ def dynamic_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"steps": dict(sorted(steps.items())), "median_joint_weights": weights}
 
 
-def scale_name(scale: Scale) -> str:
-    return next(name for name, s in SCALES.items() if s is scale)
-
-
+@functools.cache
 def code_version() -> str | None:
     """The commit the run's code came from (None outside a git checkout)."""
     try:

@@ -108,6 +108,7 @@ def test_report_from_result_files(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("scale", sorted(study.SCALES))
 def test_every_arm_has_a_valid_config_at_every_scale(scale, tmp_path):
+    assert study.SCALES[scale].name == scale  # it names the scale's folders
     roots = {"a": tmp_path / "a", "b": tmp_path / "b"}
     configs = {arm.name: study.config_for(arm, 0, 1.0, study.SCALES[scale], roots, tmp_path)
                for arm in study.ARMS}
